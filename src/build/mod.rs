@@ -1,0 +1,381 @@
+//! Building one derivation: a fresh directory, sources laid out, steps run in a cleared
+//! environment (in the sandbox when possible), the output scanned, hashed and moved into the
+//! store atomically.
+//!
+//! Build directory (on the store's filesystem, under `.pybake/tmp/<store name>.XXXX/`):
+//! `build/src` (`$src`), `build/work` (where steps run), `build/home` (`$HOME`), `build/tmp`
+//! (`$TMPDIR`), and `store/` (seen as the store; the step creates `store/<store name>` = `$out`).
+
+mod env;
+mod sandbox;
+mod scan;
+mod sources;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub use env::{dep_var, SOURCE_DATE_EPOCH, SYSTEM_PATH};
+pub use sandbox::{Sandbox, SandboxMode, SandboxUnavailable, BUILD_DIR, CANONICAL_STORE};
+
+use crate::derivation::Derivation;
+use crate::fetch::FetchConfig;
+use crate::hash::{tree, OutputHash};
+use crate::store::{Meta, Store, StoreError, StoreName};
+
+/// How many log lines a failure message shows.
+const TAIL_LINES: usize = 25;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("recipe `{recipe}`: step {number}/{total} failed with {status}:\n    {step}\n--- last lines of the log ---\n{tail}\n--- full log: {log} ---{kept}")]
+    StepFailed {
+        recipe: String,
+        number: usize,
+        total: usize,
+        step: String,
+        status: String,
+        tail: String,
+        log: PathBuf,
+        kept: String,
+    },
+    #[error("recipe `{recipe}`: the steps finished but did not create $out\n  hint: a step must write the result to $out (e.g. `mkdir -p $out`); log: {log}{kept}")]
+    NoOutput {
+        recipe: String,
+        log: PathBuf,
+        kept: String,
+    },
+    #[error("recipe `{recipe}`: cannot start the step runner: {source}")]
+    Spawn {
+        recipe: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recipe `{recipe}`: cancelled because another build failed")]
+    Cancelled { recipe: String },
+    #[error("recipe `{recipe}`: {source}")]
+    Fetch {
+        recipe: String,
+        #[source]
+        source: Box<crate::fetch::FetchError>,
+    },
+    #[error("recipe `{recipe}`: {source}")]
+    Unpack {
+        recipe: String,
+        #[source]
+        source: Box<crate::archive::ArchiveError>,
+    },
+    #[error("two sources write {path}: give one of them another `dest`")]
+    SourceClash { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Tree {
+        path: PathBuf,
+        #[source]
+        source: tree::TreeError,
+    },
+    #[error("build I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl BuildError {
+    /// Whether this failure is the user's to fix in a recipe or arguments (exit code 2) rather
+    /// than a build that failed (exit code 1).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, BuildError::SourceClash { .. })
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What stays the same for every build of one `realize`.
+pub struct Builder<'a> {
+    pub store: &'a Store,
+    pub sandbox: &'a Sandbox,
+    pub fetch: &'a FetchConfig,
+    pub jobs: usize,
+    pub keep_failed: bool,
+    pub cancel: &'a AtomicBool,
+}
+
+/// One derivation to build, with the store names of what it may see.
+pub struct Job<'a> {
+    pub drv: &'a Derivation<'a>,
+    /// Direct dependencies: (recipe name, store name), in the recipe's order.
+    pub deps: Vec<(&'a str, StoreName)>,
+    /// The dependencies' runtime closure (direct deps included): bound into the sandbox and
+    /// looked for by reference scanning.
+    pub closure: Vec<StoreName>,
+}
+
+impl Builder<'_> {
+    /// Builds `job` into the store; the caller holds the output's lock.
+    /// `on_step(number, step)` is called as each step starts.
+    pub fn build(&self, job: &Job, on_step: &dyn Fn(usize, &str)) -> Result<Meta, BuildError> {
+        let started = Instant::now();
+        let recipe = job.drv.recipe;
+        let name = &job.drv.store_name;
+        let tmp = self.store.fresh_tmp(name)?;
+        let build_dir = tmp.path().join("build");
+        let store_view = tmp.path().join("store");
+        for d in ["src", "work", "home", "tmp"] {
+            std::fs::create_dir_all(build_dir.join(d)).map_err(io(&build_dir))?;
+        }
+        std::fs::create_dir_all(&store_view).map_err(io(&store_view))?;
+        let log_path = self.store.log_path(name);
+        let mut log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+
+        let result = self.run(job, &build_dir, &store_view, &mut log, &log_path, on_step);
+        let result = result.and_then(|()| {
+            let built = store_view.join(name.as_str());
+            if !built.is_dir() {
+                return Err(BuildError::NoOutput {
+                    recipe: recipe.name.clone(),
+                    log: log_path.clone(),
+                    kept: String::new(),
+                });
+            }
+            let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
+            meta.build_seconds = started.elapsed().as_secs_f64();
+            self.store.insert(&built, name, &meta)?;
+            Ok(meta)
+        });
+        match result {
+            Err(e) if self.keep_failed => {
+                let kept = tmp.keep();
+                Err(with_kept(e, &kept))
+            }
+            other => {
+                // Outputs are read-only; TempDir's drop cannot remove them.
+                let _ = crate::store::remove_tree(tmp.path());
+                other
+            }
+        }
+    }
+
+    fn run(
+        &self,
+        job: &Job,
+        build_dir: &Path,
+        store_view: &Path,
+        log: &mut std::fs::File,
+        log_path: &Path,
+        on_step: &dyn Fn(usize, &str),
+    ) -> Result<(), BuildError> {
+        let recipe = job.drv.recipe;
+        sources::prepare(
+            recipe,
+            &job.drv.source_hashes,
+            self.store,
+            self.fetch,
+            &build_dir.join("src"),
+        )?;
+        let mounts = sandbox::Mounts {
+            build_dir,
+            store_view,
+            inputs: job
+                .closure
+                .iter()
+                .map(|n| (self.store.path(n), n.as_str().to_string()))
+                .collect(),
+        };
+        let seen_build = self.sandbox.build_dir_seen(&mounts);
+        let seen_store = |n: &StoreName| -> PathBuf {
+            if self.sandbox.is_on() {
+                Path::new(CANONICAL_STORE).join(n.as_str())
+            } else {
+                self.store.path(n)
+            }
+        };
+        let out = if self.sandbox.is_on() {
+            Path::new(CANONICAL_STORE).join(job.drv.store_name.as_str())
+        } else {
+            store_view.join(job.drv.store_name.as_str())
+        };
+        let env = env::build_env(&env::EnvInput {
+            build_dir: &seen_build,
+            out: &out,
+            deps: job.deps.iter().map(|(n, s)| (*n, seen_store(s))).collect(),
+            jobs: self.jobs,
+            recipe_env: &recipe.env,
+        });
+
+        let total = recipe.steps.len();
+        for (i, step) in recipe.steps.iter().enumerate() {
+            on_step(i + 1, step);
+            writeln!(log, "=== pybake: step {}/{total}: {step}", i + 1).map_err(io(log_path))?;
+            let out_log = log.try_clone().map_err(io(log_path))?;
+            let err_log = log.try_clone().map_err(io(log_path))?;
+            let mut cmd = self.sandbox.command(&mounts, "work", step);
+            cmd.env_clear()
+                .envs(&env)
+                .stdin(Stdio::null())
+                .stdout(out_log)
+                .stderr(err_log);
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let status = run_cancellable(cmd, self.cancel).map_err(|source| BuildError::Spawn {
+                recipe: recipe.name.clone(),
+                source,
+            })?;
+            let Some(status) = status else {
+                return Err(BuildError::Cancelled {
+                    recipe: recipe.name.clone(),
+                });
+            };
+            if !status.success() {
+                log.flush().map_err(io(log_path))?;
+                return Err(BuildError::StepFailed {
+                    recipe: recipe.name.clone(),
+                    number: i + 1,
+                    total,
+                    step: step.clone(),
+                    status: describe_status(&status),
+                    tail: tail(log_path, TAIL_LINES),
+                    log: log_path.to_path_buf(),
+                    kept: String::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Output hash, references and host-specific paths of a finished output.
+    fn describe(
+        &self,
+        job: &Job,
+        built: &Path,
+        build_dir: &Path,
+        store_view: &Path,
+    ) -> Result<Meta, BuildError> {
+        let tree_err = |source| BuildError::Tree {
+            path: built.to_path_buf(),
+            source,
+        };
+        let output_hash = OutputHash::from_bytes(tree::hash_path(built).map_err(tree_err)?);
+        let mut candidates = job.closure.clone();
+        candidates.push(job.drv.store_name.clone());
+        let mut prefixes = vec![CANONICAL_STORE.to_string()];
+        let mut host = Vec::new();
+        if !self.sandbox.is_on() {
+            prefixes.push(self.store.root().display().to_string());
+            prefixes.push(store_view.display().to_string());
+            host.push(self.store.root().display().to_string());
+            host.push(
+                build_dir
+                    .parent()
+                    .unwrap_or(build_dir)
+                    .display()
+                    .to_string(),
+            );
+        }
+        let found = scan::scan(built, &prefixes, &candidates, &host).map_err(tree_err)?;
+        let mut meta = Meta::new(&job.drv.store_name, job.drv.hash, output_hash);
+        meta.references = found
+            .references
+            .into_iter()
+            .filter(|n| n != &job.drv.store_name)
+            .collect();
+        meta.host_paths = found.host_paths;
+        meta.sandboxed = self.sandbox.is_on();
+        Ok(meta)
+    }
+}
+
+fn with_kept(e: BuildError, kept: &Path) -> BuildError {
+    let note = format!("\n  build directory kept at {}", kept.display());
+    match e {
+        BuildError::StepFailed {
+            recipe,
+            number,
+            total,
+            step,
+            status,
+            tail,
+            log,
+            ..
+        } => BuildError::StepFailed {
+            recipe,
+            number,
+            total,
+            step,
+            status,
+            tail,
+            log,
+            kept: note,
+        },
+        BuildError::NoOutput { recipe, log, .. } => BuildError::NoOutput {
+            recipe,
+            log,
+            kept: note,
+        },
+        other => other,
+    }
+}
+
+/// Waits for the command, killing its process group if `cancel` is set. `None` when cancelled.
+fn run_cancellable(
+    mut cmd: std::process::Command,
+    cancel: &AtomicBool,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    // If pybake dies, so does the step (bubblewrap takes its whole sandbox with it).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            // SAFETY: plain syscall; the child leads its own process group.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+/// The last `n` lines of a file (reading at most its last 64 KiB).
+fn tail(path: &Path, n: usize) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

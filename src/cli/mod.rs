@@ -1,0 +1,140 @@
+//! The command line: argument types (clap) and one module per subcommand.
+//! `anyhow` lives here and nowhere below.
+
+mod query;
+mod realize;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::build::SandboxUnavailable;
+use crate::derivation::{derive_all, Derivation};
+use crate::graph::Graph;
+use crate::recipe::{RecipeError, RecipeSet};
+use crate::store::Store;
+
+/// Exit code for a build that failed.
+pub const EXIT_BUILD_FAILED: i32 = 1;
+/// Exit code for a user error: a bad recipe or bad arguments.
+pub const EXIT_USER_ERROR: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pybake",
+    version,
+    about = "A declarative, content-addressed build system",
+    long_about = "pybake builds recipes (one TOML file each, in --recipes DIR) into a content-addressed \
+store (--store DIR). Every output's path is named by a hash of everything that can change it, so a \
+second realize builds nothing and an edited recipe rebuilds exactly itself and its dependents.\n\n\
+Exit codes: 0 success, 1 a build failed, 2 a user error (bad recipe or arguments).",
+    after_help = "Docs: docs/recipes.md (recipe format), docs/store.md (store layout)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Directory of recipe files (*.toml).
+    #[arg(long, global = true, env = "PYBAKE_RECIPES", default_value = "recipes")]
+    pub recipes: PathBuf,
+    /// The store: outputs, metadata, logs and fetched sources.
+    #[arg(long, global = true, env = "PYBAKE_STORE", default_value = "cache")]
+    pub store: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build NAME... and everything they need; print each requested store path on stdout.
+    ///
+    /// Outputs already in the store are not built again. Progress goes to stderr.
+    Realize(realize::RealizeArgs),
+    /// Show, in build order, what realizing NAME... would build and what is cached.
+    Plan(query::Targets),
+    /// Print the store path of each NAME (whether or not it is built yet).
+    Path(query::Targets),
+    /// Print the build log of NAME's current derivation.
+    Log(query::One),
+    /// Print the dependency graph of NAME... (default: every recipe) as Graphviz DOT.
+    Graph(query::MaybeTargets),
+}
+
+/// Recipes, graph and store, loaded once per command.
+pub(crate) struct Context {
+    pub set: RecipeSet,
+    pub store: Store,
+}
+
+impl Context {
+    pub fn load(g: &Global) -> anyhow::Result<Self> {
+        let set = RecipeSet::load(&g.recipes)?;
+        Graph::new(&set)?;
+        let store = Store::open(&g.store)?;
+        Ok(Context { set, store })
+    }
+
+    /// The derivations of `targets`' closure, in build order.
+    pub fn derivations(&self, targets: &[String]) -> anyhow::Result<Vec<Derivation<'_>>> {
+        let graph = Graph::new(&self.set)?;
+        let order = graph.closure(targets)?;
+        Ok(derive_all(&order)?)
+    }
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match &cli.command {
+        Command::Realize(a) => realize::run(&cli.global, a),
+        Command::Plan(t) => query::plan(&cli.global, t),
+        Command::Path(t) => query::path(&cli.global, t),
+        Command::Log(o) => query::log(&cli.global, o),
+        Command::Graph(t) => query::graph(&cli.global, t),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(e.as_ref());
+            exit_code(&e)
+        }
+    }
+}
+
+/// Prints an error and the causes its message does not already include.
+pub fn report(e: &(dyn std::error::Error + 'static)) {
+    let top = e.to_string();
+    eprintln!("error: {top}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !top.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        cause = c.source();
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<RecipeError>().is_some()
+        || e.downcast_ref::<SandboxUnavailable>().is_some()
+        || e.downcast_ref::<UsageError>().is_some()
+    {
+        EXIT_USER_ERROR
+    } else {
+        EXIT_BUILD_FAILED
+    }
+}
+
+/// A bad combination of arguments that clap cannot express.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub(crate) fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,87 @@
+//! Recipes after `extends` is applied and every value is checked: all types concrete.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::hash::SourceHash;
+
+/// Environment variables a recipe's `[env]` may not set: pybake owns them (see docs/recipes.md).
+pub const RESERVED_ENV: &[&str] = &[
+    "out",
+    "src",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SOURCE_DATE_EPOCH",
+    "TZ",
+    "LC_ALL",
+    "PYBAKE_JOBS",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// The file the recipe was read from, for messages.
+    pub file: PathBuf,
+    pub deps: Vec<Dep>,
+    pub steps: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub sources: Vec<Source>,
+    pub provides: BTreeMap<String, semver::Version>,
+    pub requires: BTreeMap<String, Requirement>,
+}
+
+/// A dependency with the line it was named on, so that graph errors can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dep {
+    pub name: String,
+    pub line: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub origin: Origin,
+    /// Unpack an archive (tar.gz, tar.xz, tar.bz2) instead of copying the file.
+    pub unpack: bool,
+    /// Where under `$src` the source goes; `.` is `$src` itself.
+    pub dest: String,
+    pub line: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file or directory beside the recipe; hashed by content when the derivation is hashed.
+    Local { path: PathBuf },
+    /// A download pinned by sha256; `urls` is the recipe's `url` followed by its `mirrors`.
+    Url {
+        urls: Vec<String>,
+        sha256: SourceHash,
+    },
+}
+
+impl Origin {
+    /// The file name a URL source is known by (the last path segment of its first URL).
+    pub fn file_name(&self) -> String {
+        match self {
+            Origin::Local { path } => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            Origin::Url { urls, .. } => url_file_name(&urls[0]),
+        }
+    }
+}
+
+pub fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub version: semver::VersionReq,
+    pub reason: String,
+    pub line: Option<usize>,
+}

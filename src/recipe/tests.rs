@@ -1,0 +1,97 @@
+use super::*;
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn load_err(files: &[(&str, &str)]) -> String {
+    let t = tempfile::tempdir().unwrap();
+    for (f, text) in files {
+        write(t.path(), f, text);
+    }
+    RecipeSet::load(t.path()).unwrap_err().to_string()
+}
+
+#[test]
+fn extends_overrides_and_merges_env() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "base.toml",
+        "name = \"base\"\nversion = \"1\"\nsteps = [\"echo $FLAVOUR\"]\n[env]\nFLAVOUR = \"a\"\nKEEP = \"k\"\n",
+    );
+    write(
+        t.path(),
+        "child.toml",
+        "name = \"child\"\nextends = \"base\"\n[env]\nFLAVOUR = \"b\"\n",
+    );
+    let set = RecipeSet::load(t.path()).unwrap();
+    let child = set.get("child").unwrap();
+    assert_eq!(child.version, "1");
+    assert_eq!(child.steps, vec!["echo $FLAVOUR".to_string()]);
+    assert_eq!(child.env["FLAVOUR"], "b");
+    assert_eq!(child.env["KEEP"], "k");
+}
+
+#[test]
+fn unknown_field_names_file_and_line() {
+    let e = load_err(&[("a.toml", "name = \"a\"\nversion = \"1\"\nstep = []\n")]);
+    assert!(e.contains("a.toml:3"), "{e}");
+    assert!(e.contains("unknown field `step`"), "{e}");
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    let e = load_err(&[
+        ("a.toml", "name = \"x\"\nversion = \"1\"\n"),
+        ("b.toml", "name = \"x\"\nversion = \"1\"\n"),
+    ]);
+    assert!(
+        e.contains("b.toml:1") && e.contains("defined twice") && e.contains("a.toml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reserved_env_is_refused() {
+    let e = load_err(&[(
+        "a.toml",
+        "name = \"a\"\nversion = \"1\"\n[env]\nPATH = \"/x\"\n",
+    )]);
+    assert!(e.contains("a.toml:4") && e.contains("`PATH`"), "{e}");
+}
+
+#[test]
+fn url_source_needs_sha256() {
+    let e = load_err(&[(
+        "a.toml",
+        "name = \"a\"\nversion = \"1\"\n[[sources]]\nurl = \"https://example.org/a.tar.gz\"\n",
+    )]);
+    assert!(e.contains("needs `sha256"), "{e}");
+}
+
+#[test]
+fn extends_cycle_is_reported() {
+    let e = load_err(&[
+        ("a.toml", "name = \"a\"\nextends = \"b\"\n"),
+        ("b.toml", "name = \"b\"\nextends = \"a\"\nversion = \"1\"\n"),
+    ]);
+    assert!(e.contains("a -> b -> a"), "{e}");
+}
+
+#[test]
+fn lenient_versions() {
+    assert_eq!(
+        parse_lenient_version("120"),
+        Some(semver::Version::new(120, 0, 0))
+    );
+    assert_eq!(
+        parse_lenient_version("3.11"),
+        Some(semver::Version::new(3, 11, 0))
+    );
+    assert_eq!(
+        parse_lenient_version("3.1.69"),
+        Some(semver::Version::new(3, 1, 69))
+    );
+    assert_eq!(parse_lenient_version("x"), None);
+}

@@ -1,0 +1,241 @@
+//! Realizing a closure: decide what is cached, then build the rest in parallel in dependency
+//! order, up to `jobs` builds at once, each under its output's lock.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::build::{BuildError, Builder, Job, Sandbox};
+use crate::derivation::Derivation;
+use crate::fetch::FetchConfig;
+use crate::progress::Reporter;
+use crate::store::{Store, StoreError, StoreName};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Built,
+    Cached,
+    Failed,
+    /// Not attempted: a dependency failed, or the run stopped at another failure.
+    Skipped,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub store_name: StoreName,
+    pub path: PathBuf,
+    pub status: Status,
+    pub seconds: f64,
+    pub error: Option<BuildError>,
+}
+
+pub struct Options {
+    /// Recipes built at once.
+    pub jobs: usize,
+    /// `PYBAKE_JOBS` for each build.
+    pub cores: usize,
+    pub keep_going: bool,
+    pub keep_failed: bool,
+    pub fetch: FetchConfig,
+}
+
+/// What a realize of `targets` would do: each needed derivation with whether it is cached,
+/// in build order. A valid output needs nothing below it, as in Nix.
+pub fn plan<'d, 'a>(
+    store: &Store,
+    drvs: &'d [Derivation<'a>],
+    targets: &[String],
+) -> Vec<(&'d Derivation<'a>, bool)> {
+    let by_name: BTreeMap<&str, &Derivation> =
+        drvs.iter().map(|d| (d.recipe.name.as_str(), d)).collect();
+    let mut needed: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut queue: VecDeque<&str> = targets.iter().map(String::as_str).collect();
+    while let Some(name) = queue.pop_front() {
+        if needed.contains_key(name) {
+            continue;
+        }
+        let d = by_name[name];
+        let cached = store.is_valid(&d.store_name);
+        needed.insert(name, cached);
+        if !cached {
+            queue.extend(d.recipe.deps.iter().map(|x| x.name.as_str()));
+        }
+    }
+    drvs.iter()
+        .filter_map(|d| needed.get(d.recipe.name.as_str()).map(|c| (d, *c)))
+        .collect()
+}
+
+/// The store names an output needs at run time: it and its references, transitively.
+fn runtime_closure(store: &Store, roots: &[StoreName]) -> Result<Vec<StoreName>, StoreError> {
+    let mut seen: BTreeSet<StoreName> = BTreeSet::new();
+    let mut queue: VecDeque<StoreName> = roots.iter().cloned().collect();
+    while let Some(n) = queue.pop_front() {
+        if !seen.insert(n.clone()) {
+            continue;
+        }
+        queue.extend(store.read_meta(&n)?.references);
+    }
+    Ok(seen.into_iter().collect())
+}
+
+enum Done {
+    Finished(usize, Status, f64, Option<BuildError>),
+}
+
+/// Realizes `targets` (whose closure, in build order, is `drvs`). Returns an outcome for every
+/// derivation that was needed, in build order.
+pub fn realize(
+    store: &Store,
+    sandbox: &Sandbox,
+    drvs: &[Derivation],
+    targets: &[String],
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Vec<Outcome> {
+    let plan = plan(store, drvs, targets);
+    let to_build: Vec<&Derivation> = plan.iter().filter(|(_, c)| !c).map(|(d, _)| *d).collect();
+    reporter.plan(to_build.len(), plan.len() - to_build.len());
+
+    let mut outcomes: Vec<Outcome> = plan
+        .iter()
+        .map(|(d, cached)| Outcome {
+            name: d.recipe.name.clone(),
+            store_name: d.store_name.clone(),
+            path: store.path(&d.store_name),
+            status: if *cached {
+                Status::Cached
+            } else {
+                Status::Skipped
+            },
+            seconds: 0.0,
+            error: None,
+        })
+        .collect();
+    let index: BTreeMap<&str, usize> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, (d, _))| (d.recipe.name.as_str(), i))
+        .collect();
+    // Unfinished dependencies of each derivation to build.
+    let mut waiting: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, (d, cached)) in plan.iter().enumerate() {
+        if *cached {
+            continue;
+        }
+        let mut n = 0;
+        for dep in &d.recipe.deps {
+            let j = index[dep.name.as_str()];
+            if !plan[j].1 {
+                n += 1;
+                dependents.entry(j).or_default().push(i);
+            }
+        }
+        waiting.insert(i, n);
+    }
+    let mut ready: VecDeque<usize> = waiting
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(i, _)| *i)
+        .collect();
+
+    let cancel = AtomicBool::new(false);
+    let builder = Builder {
+        store,
+        sandbox,
+        fetch: &opts.fetch,
+        jobs: opts.cores,
+        keep_failed: opts.keep_failed,
+        cancel: &cancel,
+    };
+    let mut stopped = false;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Done>();
+        let mut running = 0usize;
+        loop {
+            while !stopped && running < opts.jobs.max(1) {
+                let Some(i) = ready.pop_front() else { break };
+                running += 1;
+                let tx = tx.clone();
+                let drv = plan[i].0;
+                let builder = &builder;
+                let deps: Vec<(&str, StoreName)> = drv
+                    .recipe
+                    .deps
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.name.as_str(),
+                            plan[index[d.name.as_str()]].0.store_name.clone(),
+                        )
+                    })
+                    .collect();
+                reporter.started(&drv.recipe.name);
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let result = build_one(builder, store, drv, deps, reporter);
+                    let secs = started.elapsed().as_secs_f64();
+                    let msg = match result {
+                        Ok(status) => Done::Finished(i, status, secs, None),
+                        Err(e) => Done::Finished(i, Status::Failed, secs, Some(e)),
+                    };
+                    let _ = tx.send(msg);
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok(Done::Finished(i, status, secs, error)) = rx.recv() else {
+                break;
+            };
+            running -= 1;
+            let cancelled = matches!(error, Some(BuildError::Cancelled { .. }));
+            let o = &mut outcomes[i];
+            o.status = if cancelled { Status::Skipped } else { status };
+            o.seconds = secs;
+            o.error = if cancelled { None } else { error };
+            reporter.finished(o);
+            if status == Status::Failed {
+                if !opts.keep_going {
+                    stopped = true;
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                continue; // dependents stay Skipped
+            }
+            for &j in dependents.get(&i).into_iter().flatten() {
+                let n = waiting.get_mut(&j).expect("dependent is waiting");
+                *n -= 1;
+                if *n == 0 {
+                    ready.push_back(j);
+                }
+            }
+        }
+    });
+    outcomes
+}
+
+fn build_one(
+    builder: &Builder,
+    store: &Store,
+    drv: &Derivation,
+    deps: Vec<(&str, StoreName)>,
+    reporter: &dyn Reporter,
+) -> Result<Status, BuildError> {
+    let _lock = store.lock(&drv.store_name)?;
+    // Another pybake may have built it while we waited for the lock.
+    if store.is_valid(&drv.store_name) {
+        return Ok(Status::Cached);
+    }
+    let roots: Vec<StoreName> = deps.iter().map(|(_, s)| s.clone()).collect();
+    let closure = runtime_closure(store, &roots)?;
+    let job = Job { drv, deps, closure };
+    let name = drv.recipe.name.as_str();
+    let total = drv.recipe.steps.len();
+    builder.build(&job, &|n, step| reporter.step(name, n, total, step))?;
+    Ok(Status::Built)
+}

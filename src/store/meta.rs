@@ -1,0 +1,53 @@
+//! Per-output metadata, stored as `.pybake/meta/<store name>.json`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreName;
+use crate::hash::{DrvHash, OutputHash};
+
+pub const META_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    pub store_name: StoreName,
+    pub drv_hash: DrvHash,
+    /// Canonical hash of the output tree (docs/store.md).
+    pub output_hash: OutputHash,
+    /// Store names this output mentions (itself excluded): its runtime dependencies.
+    #[serde(default)]
+    pub references: Vec<StoreName>,
+    /// Host-specific absolute paths found in the output (only possible when built without the
+    /// sandbox), with the files that contain each. Such an output is not portable.
+    #[serde(default)]
+    pub host_paths: BTreeMap<String, Vec<String>>,
+    /// Whether the build ran inside bubblewrap.
+    #[serde(default)]
+    pub sandboxed: bool,
+    /// Wall time of the build.
+    #[serde(default)]
+    pub build_seconds: f64,
+}
+
+impl Meta {
+    pub fn new(store_name: &StoreName, drv_hash: DrvHash, output_hash: OutputHash) -> Self {
+        Meta {
+            format: META_FORMAT,
+            store_name: store_name.clone(),
+            drv_hash,
+            output_hash,
+            references: Vec::new(),
+            host_paths: BTreeMap::new(),
+            sandboxed: false,
+            build_seconds: 0.0,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("metadata always serialises");
+        v.push(b'\n');
+        v
+    }
+}
