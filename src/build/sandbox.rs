@@ -73,7 +73,13 @@ fn probe(program: &Path) -> Result<(), String> {
     }
 }
 
+/// `PYBAKE_BWRAP` names the program when it is not in a standard place (an empty value, or a
+/// path that does not exist, disables the sandbox: the test suite uses this to exercise both).
 fn find_bwrap() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PYBAKE_BWRAP") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
     ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]
         .iter()
         .map(PathBuf::from)

@@ -1,0 +1,170 @@
+//! Helpers for end-to-end tests: a temporary project with recipes, and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("recipes")).expect("recipes dir");
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+
+    /// Writes `recipes/<name>.toml`.
+    pub fn recipe(&self, name: &str, text: &str) -> &Self {
+        self.file(&format!("recipes/{name}.toml"), text)
+    }
+
+    pub fn file(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    /// The binary with the project as working directory and no PYBAKE_* variables from outside.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pybake"));
+        c.current_dir(self.path()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PYBAKE_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().expect("run pybake"))
+    }
+
+    /// `realize --json NAMES`, asserting success; returns (name, status) pairs.
+    pub fn realize_statuses(&self, names: &[&str]) -> Vec<(String, String)> {
+        let mut args = vec!["realize", "--json"];
+        args.extend(names);
+        let r = self.run(&args);
+        assert_eq!(r.code, 0, "realize failed: {}", r.stderr);
+        statuses(&r.stdout)
+    }
+}
+
+pub fn statuses(json: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json summary");
+    v["results"]
+        .as_array()
+        .expect("results array")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn line(&self) -> String {
+        self.stdout.trim().to_string()
+    }
+}
+
+/// Whether bubblewrap works on this machine (the sandboxed tests need it).
+pub fn bwrap_works() -> bool {
+    Command::new("bwrap")
+        .args([
+            "--unshare-all",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "true",
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A two-recipe project: `hello` (a tiny C program) depending on `greeting` (a shell script).
+pub fn hello_project() -> Project {
+    let p = Project::new();
+    p.file(
+        "recipes/hello-src/hello.c",
+        "#include <stdio.h>\nint main(void){puts(\"hello\");return 0;}\n",
+    );
+    p.recipe(
+        "greeting",
+        r#"name = "greeting"
+version = "1"
+steps = [
+  "mkdir -p $out/bin",
+  "printf '#!/bin/sh\\necho %s\\n' \"$GREETING\" > $out/bin/greet && chmod +x $out/bin/greet",
+]
+[env]
+GREETING = "hi"
+"#,
+    );
+    p.recipe(
+        "hello",
+        r#"name = "hello"
+version = "1.0"
+deps = ["greeting"]
+steps = [
+  "cc -O2 -o hello $src/hello.c",
+  "mkdir -p $out/bin && cp hello $out/bin/",
+  "greet > $out/greeting.txt",
+]
+[[sources]]
+path = "hello-src"
+"#,
+    );
+    p
+}

@@ -1,0 +1,234 @@
+//! Realize, caching, rebuilds on change, and the query commands.
+
+mod common;
+use common::*;
+
+#[test]
+fn realize_builds_then_is_cached() {
+    let p = hello_project();
+    let r = p.run(&["realize", "hello"]).ok();
+    let path = r.line();
+    assert_eq!(
+        r.stdout.lines().count(),
+        1,
+        "only the store path on stdout: {}",
+        r.stdout
+    );
+    assert!(path.starts_with(p.store().canonicalize().unwrap().to_str().unwrap()));
+    assert!(path.ends_with("-hello-1.0"), "{path}");
+    let out = std::process::Command::new(format!("{path}/bin/hello"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(format!("{path}/greeting.txt")).unwrap(),
+        "hi\n"
+    );
+
+    assert_eq!(
+        p.realize_statuses(&["hello"]),
+        pairs(&[("hello", "cached")]),
+        "a valid output needs nothing below it"
+    );
+}
+
+#[test]
+fn editing_a_recipe_rebuilds_it_and_its_dependents_only() {
+    let p = hello_project();
+    p.recipe(
+        "other",
+        "name = \"other\"\nversion = \"1\"\nsteps = [\"mkdir $out\"]\n",
+    );
+    p.realize_statuses(&["hello", "other"]);
+    let before = p.run(&["path", "hello"]).ok().line();
+
+    // Comments, whitespace and key order change nothing.
+    p.recipe(
+        "greeting",
+        r#"# a comment
+version   = "1"
+name = "greeting"
+steps = [
+  "mkdir -p $out/bin",
+  "printf '#!/bin/sh\\necho %s\\n' \"$GREETING\" > $out/bin/greet && chmod +x $out/bin/greet",
+]
+
+[env]
+GREETING = "hi"   # same value
+"#,
+    );
+    assert_eq!(p.run(&["path", "hello"]).ok().line(), before);
+    assert_eq!(
+        p.realize_statuses(&["hello", "other"]),
+        pairs(&[("hello", "cached"), ("other", "cached")])
+    );
+
+    // An env change in the dependency rebuilds it and its dependent, not `other`.
+    p.recipe(
+        "greeting",
+        r#"name = "greeting"
+version = "1"
+steps = [
+  "mkdir -p $out/bin",
+  "printf '#!/bin/sh\\necho %s\\n' \"$GREETING\" > $out/bin/greet && chmod +x $out/bin/greet",
+]
+[env]
+GREETING = "ho"
+"#,
+    );
+    assert_ne!(p.run(&["path", "hello"]).ok().line(), before);
+    assert_eq!(
+        p.realize_statuses(&["hello", "other"]),
+        pairs(&[
+            ("greeting", "built"),
+            ("hello", "built"),
+            ("other", "cached")
+        ])
+    );
+    let path = p.run(&["path", "hello"]).ok().line();
+    assert_eq!(
+        std::fs::read_to_string(format!("{path}/greeting.txt")).unwrap(),
+        "ho\n"
+    );
+
+    // A source byte changes the hash of its recipe only.
+    p.file(
+        "recipes/hello-src/hello.c",
+        "#include <stdio.h>\nint main(void){puts(\"hello!\");return 0;}\n",
+    );
+    assert_eq!(
+        p.realize_statuses(&["hello"]),
+        pairs(&[("greeting", "cached"), ("hello", "built")]),
+    );
+}
+
+#[test]
+fn json_summary_has_name_path_status_seconds() {
+    let p = hello_project();
+    let r = p.run(&["realize", "--json", "hello"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(row["path"]
+            .as_str()
+            .unwrap()
+            .contains(row["name"].as_str().unwrap()));
+        assert_eq!(row["status"], "built");
+        assert!(row["seconds"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn plan_path_log_and_graph() {
+    let p = hello_project();
+    let plan = p.run(&["plan", "hello"]).ok().stdout;
+    let lines: Vec<&str> = plan.lines().collect();
+    assert_eq!(lines.len(), 2, "{plan}");
+    assert!(
+        lines[0].starts_with("build ") && lines[0].ends_with("-greeting-1"),
+        "{plan}"
+    );
+    assert!(
+        lines[1].starts_with("build ") && lines[1].ends_with("-hello-1.0"),
+        "{plan}"
+    );
+
+    let path = p.run(&["path", "hello"]).ok().line();
+    let log = p.run(&["log", "hello"]);
+    assert_eq!(log.code, 1, "no log before a build");
+    assert!(
+        log.stderr.contains("pybake realize hello"),
+        "{}",
+        log.stderr
+    );
+
+    assert_eq!(p.run(&["realize", "hello"]).ok().line(), path);
+    let log = p.run(&["log", "hello"]).ok().stdout;
+    assert!(
+        log.contains("step 1/3: cc -O2 -o hello $src/hello.c"),
+        "{log}"
+    );
+    assert!(p.run(&["plan", "hello"]).ok().stdout.starts_with("cached "));
+
+    let dot = p.run(&["graph"]).ok().stdout;
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(dot.contains("\"hello\" -> \"greeting\""), "{dot}");
+}
+
+#[test]
+fn help_explains_each_command() {
+    let p = Project::new();
+    let top = p.run(&["--help"]).ok().stdout;
+    for cmd in ["realize", "plan", "path", "log", "graph"] {
+        assert!(top.contains(cmd), "{top}");
+        let h = p.run(&[cmd, "--help"]).ok().stdout;
+        assert!(h.contains("Usage: pybake"), "{h}");
+    }
+    let h = p.run(&["realize", "--help"]).ok().stdout;
+    for flag in [
+        "--jobs",
+        "--keep-going",
+        "--keep-failed",
+        "--json",
+        "--sandbox",
+        "--store",
+        "--recipes",
+    ] {
+        assert!(h.contains(flag), "realize --help lacks {flag}");
+    }
+}
+
+#[test]
+fn unknown_target_is_a_user_error() {
+    let p = hello_project();
+    let r = p.run(&["realize", "helo"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did you mean `hello`"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn extends_shares_one_definition_between_flavours() {
+    let p = Project::new();
+    p.recipe(
+        "app-browser",
+        r#"name = "app-browser"
+version = "1"
+steps = ["mkdir -p $out", "echo \"target=$TARGET opt=$OPT\" > $out/flavour"]
+[env]
+TARGET = "browser"
+OPT = "-O2"
+"#,
+    );
+    p.recipe(
+        "app-node",
+        "name = \"app-node\"\nextends = \"app-browser\"\n[env]\nTARGET = \"node\"\n",
+    );
+    let r = p.run(&["realize", "app-browser", "app-node"]).ok();
+    let paths: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(paths.len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/flavour", paths[0])).unwrap(),
+        "target=browser opt=-O2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/flavour", paths[1])).unwrap(),
+        "target=node opt=-O2\n"
+    );
+    // A change to the shared definition reaches both flavours.
+    p.recipe(
+        "app-browser",
+        r#"name = "app-browser"
+version = "1"
+steps = ["mkdir -p $out", "echo \"target=$TARGET opt=$OPT!\" > $out/flavour"]
+[env]
+TARGET = "browser"
+OPT = "-O2"
+"#,
+    );
+    assert_eq!(
+        p.realize_statuses(&["app-browser", "app-node"]),
+        pairs(&[("app-browser", "built"), ("app-node", "built")])
+    );
+}
