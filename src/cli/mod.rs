@@ -61,6 +61,10 @@ pub enum Command {
     Log(query::One),
     /// Print the dependency graph of NAME... (default: every recipe) as Graphviz DOT.
     Graph(query::MaybeTargets),
+    /// Print the content hash of a file (its sha256) or directory (canonical tree hash).
+    ///
+    /// This is the hash a `path` source or an output gets (docs/store.md).
+    Hash(query::HashArgs),
 }
 
 /// Recipes, graph and store, loaded once per command.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Path(t) => query::path(&cli.global, t),
         Command::Log(o) => query::log(&cli.global, o),
         Command::Graph(t) => query::graph(&cli.global, t),
+        Command::Hash(h) => query::hash(h),
     };
     match result {
         Ok(code) => code,

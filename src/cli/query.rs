@@ -79,3 +79,19 @@ pub fn graph(g: &Global, t: &MaybeTargets) -> anyhow::Result<i32> {
     print!("{}", graph.dot(&t.names)?);
     Ok(0)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct HashArgs {
+    /// Files or directories.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+pub fn hash(h: &HashArgs) -> anyhow::Result<i32> {
+    let mut out = std::io::stdout().lock();
+    for p in &h.paths {
+        let digest = crate::hash::SourceHash::from_bytes(crate::hash::tree::hash_path(p)?);
+        writeln!(out, "{digest}  {}", p.display())?;
+    }
+    Ok(0)
+}
