@@ -17,15 +17,28 @@ fn parse(text: &str) -> Doc {
     };
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        let Some(info) = line.strip_prefix("```") else { continue };
-        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
-        if let Some(file) = info.split_whitespace().find_map(|w| w.strip_prefix("file=")) {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        if let Some(file) = info
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("file="))
+        {
             doc.files.push((file.to_string(), body.join("\n") + "\n"));
         } else if info.trim() == "console" {
             for l in body {
                 match l.strip_prefix("$ ") {
                     Some(cmd) => doc.commands.push((cmd.to_string(), vec![])),
-                    None => doc.commands.last_mut().expect("output after a command").1.push(l.to_string()),
+                    None => doc
+                        .commands
+                        .last_mut()
+                        .expect("output after a command")
+                        .1
+                        .push(l.to_string()),
                 }
             }
         }
@@ -38,12 +51,16 @@ fn matches(expected: &str, actual: &str) -> bool {
     let mut rest = actual;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
         } else {
-            let Some(at) = rest.find(part) else { return false };
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
             rest = &rest[at + part.len()..];
         }
     }
@@ -51,15 +68,25 @@ fn matches(expected: &str, actual: &str) -> bool {
 }
 
 fn run_doc(name: &str) {
-    let text = std::fs::read_to_string(format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let doc = parse(&text);
-    assert!(!doc.files.is_empty() && !doc.commands.is_empty(), "{name} has an example");
+    assert!(
+        !doc.files.is_empty() && !doc.commands.is_empty(),
+        "{name} has an example"
+    );
     let p = Project::new();
     for (file, body) in &doc.files {
         p.file(file, body);
     }
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_pybake")).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_pybake"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     for (cmd, expected) in &doc.commands {
         let mut c = std::process::Command::new("sh");
         c.args(["-c", cmd]).current_dir(p.path()).env("PATH", &path);
@@ -70,9 +97,17 @@ fn run_doc(name: &str) {
         }
         let out = c.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{name}: `{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: `{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let actual: Vec<&str> = stdout.lines().collect();
-        assert_eq!(actual.len(), expected.len(), "{name}: `{cmd}` printed {stdout}");
+        assert_eq!(
+            actual.len(),
+            expected.len(),
+            "{name}: `{cmd}` printed {stdout}"
+        );
         for (e, a) in expected.iter().zip(&actual) {
             assert!(matches(e, a), "{name}: `{cmd}`: expected {e:?}, got {a:?}");
         }
@@ -81,8 +116,14 @@ fn run_doc(name: &str) {
 
 #[test]
 fn wildcard_matching() {
-    assert!(matches("/…/cache/…-hello-1.0", "/tmp/x/cache/abc-hello-1.0"));
-    assert!(!matches("/…/cache/…-hello-1.0", "/tmp/x/cache/abc-hello-2.0"));
+    assert!(matches(
+        "/…/cache/…-hello-1.0",
+        "/tmp/x/cache/abc-hello-1.0"
+    ));
+    assert!(!matches(
+        "/…/cache/…-hello-1.0",
+        "/tmp/x/cache/abc-hello-2.0"
+    ));
     assert!(matches("exact", "exact"));
     assert!(!matches("exact", "exactly"));
 }

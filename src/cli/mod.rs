@@ -3,6 +3,7 @@
 
 mod query;
 mod realize;
+mod sources;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,25 @@ pub struct Global {
     /// The store: outputs, metadata, logs and fetched sources.
     #[arg(long, global = true, env = "PYBAKE_STORE", default_value = "cache")]
     pub store: PathBuf,
+    /// The lockfile [default: lockfile.json beside the recipe directory].
+    #[arg(long, global = true, env = "PYBAKE_LOCKFILE", value_name = "PATH")]
+    pub lockfile: Option<PathBuf>,
+    /// Never use the network: sources must already be in the store (see `pybake import`).
+    #[arg(long, global = true, env = "PYBAKE_OFFLINE")]
+    pub offline: bool,
+}
+
+impl Global {
+    pub fn lockfile_path(&self) -> PathBuf {
+        self.lockfile.clone().unwrap_or_else(|| {
+            let parent = self
+                .recipes
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            parent.join("lockfile.json")
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +81,21 @@ pub enum Command {
     Log(query::One),
     /// Print the dependency graph of NAME... (default: every recipe) as Graphviz DOT.
     Graph(query::MaybeTargets),
+    /// Download every source of NAME...'s closure (default: all recipes) into the store.
+    ///
+    /// Nothing is built. Use it to prepare for --offline work or to warm a CI cache.
+    Fetch(sources::FetchArgs),
+    /// Add local files to the store under their sha256, so recipes pinning them never download.
+    ///
+    /// For firewalled machines: copy the files over by any means, `pybake import` them, then
+    /// build with --offline. Prints each file's sha256 and size.
+    Import(sources::ImportArgs),
+    /// Write lockfile.json: every recipe's version, derivation hash and sources, and the
+    /// toolchain versions with the constraints they satisfy.
+    ///
+    /// Fetches any source not yet in the store (to record its size). Without --update the whole
+    /// file is regenerated; with --update NAME only NAME's entry changes.
+    Lock(sources::LockArgs),
     /// Print the content hash of a file (its sha256) or directory (canonical tree hash).
     ///
     /// This is the hash a `path` source or an output gets (docs/store.md).
@@ -81,11 +116,32 @@ impl Context {
         Ok(Context { set, store })
     }
 
-    /// The derivations of `targets`' closure, in build order.
+    /// The derivations of `targets`' closure, in build order, after checking the toolchain
+    /// constraints of the closure.
     pub fn derivations(&self, targets: &[String]) -> anyhow::Result<Vec<Derivation<'_>>> {
         let graph = Graph::new(&self.set)?;
         let order = graph.closure(targets)?;
-        Ok(derive_all(&order)?)
+        let drvs = derive_all(&order)?;
+        crate::toolchain::check(&drvs)?;
+        Ok(drvs)
+    }
+
+    /// Lockfile entries for `targets`' closure, as the recipes give them now.
+    pub fn lock_entries(&self, targets: &[String]) -> anyhow::Result<crate::lock::Lockfile> {
+        let drvs = self.derivations(targets)?;
+        let pins = crate::toolchain::check(&drvs)?;
+        let sources = self.store.sources_dir();
+        let size_of = |h: &crate::hash::SourceHash| {
+            crate::fetch::stored(&sources, h)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+        };
+        Ok(crate::lock::Lockfile::from_derivations(
+            &self.set.dir,
+            &drvs,
+            &pins,
+            &size_of,
+        ))
     }
 }
 
@@ -98,6 +154,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Log(o) => query::log(&cli.global, o),
         Command::Graph(t) => query::graph(&cli.global, t),
         Command::Hash(h) => query::hash(h),
+        Command::Fetch(a) => sources::fetch(&cli.global, a),
+        Command::Import(a) => sources::import(&cli.global, a),
+        Command::Lock(a) => sources::lock(&cli.global, a),
     };
     match result {
         Ok(code) => code,
@@ -124,6 +183,9 @@ pub fn report(e: &(dyn std::error::Error + 'static)) {
 
 fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<RecipeError>().is_some()
+        || e.downcast_ref::<crate::toolchain::ToolchainError>()
+            .is_some()
+        || e.downcast_ref::<crate::lock::LockError>().is_some()
         || e.downcast_ref::<SandboxUnavailable>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
     {

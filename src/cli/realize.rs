@@ -4,7 +4,6 @@ use std::io::Write;
 
 use super::{default_parallelism, Context, Global, EXIT_BUILD_FAILED};
 use crate::build::{Sandbox, SandboxMode};
-use crate::fetch::FetchConfig;
 use crate::progress;
 use crate::scheduler::{self, Options, Status};
 
@@ -25,6 +24,9 @@ pub struct RealizeArgs {
     /// Keep the build directory of a failed build and print where it is.
     #[arg(long)]
     pub keep_failed: bool,
+    /// Fail before building anything if the recipes and lockfile.json disagree (for CI).
+    #[arg(long)]
+    pub locked: bool,
     /// Print a JSON summary on stdout instead of store paths.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +50,9 @@ struct SummaryRow {
 
 pub fn run(g: &Global, a: &RealizeArgs) -> anyhow::Result<i32> {
     let ctx = Context::load(g)?;
+    if a.locked {
+        super::sources::check_locked(&ctx, g, &a.names)?;
+    }
     let drvs = ctx.derivations(&a.names)?;
     let reporter = progress::for_stderr();
     let needs_build = scheduler::plan(&ctx.store, &drvs, &a.names)
@@ -75,7 +80,7 @@ pub fn run(g: &Global, a: &RealizeArgs) -> anyhow::Result<i32> {
         cores: a.cores.unwrap_or_else(default_parallelism).max(1),
         keep_going: a.keep_going,
         keep_failed: a.keep_failed,
-        fetch: FetchConfig::from_env(),
+        fetch: super::sources::fetch_config(g),
     };
     let outcomes = scheduler::realize(&ctx.store, &sandbox, &drvs, &a.names, &opts, &*reporter);
 

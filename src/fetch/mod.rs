@@ -31,3 +31,10 @@ pub struct FetchError;
 pub fn fetch(_: &FetchConfig, _: &Path, _: &Path, _: &Source) -> Result<PathBuf, FetchError> {
     Err(FetchError)
 }
+pub fn import(_: &Path, _: &Path, _: &Path) -> Result<(SourceHash, u64), FetchError> {
+    Err(FetchError)
+}
+pub fn stored(sources_dir: &Path, sha256: &SourceHash) -> Option<PathBuf> {
+    let p = sources_dir.join(sha256.to_hex());
+    p.is_file().then_some(p)
+}
