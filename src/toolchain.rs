@@ -18,16 +18,8 @@ pub struct Pin {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
-    #[error("{at}: recipe `{recipe}` requires {tool} {constraint}, but `{provider}` provides {tool} {version}{reason}\n  hint: pin a {tool} that satisfies the constraint in recipe `{provider}`, then run `pybake lock --update {provider}`")]
-    Violated {
-        at: Location,
-        recipe: String,
-        tool: String,
-        constraint: String,
-        provider: String,
-        version: semver::Version,
-        reason: String,
-    },
+    #[error(transparent)]
+    Violated(Box<Violation>),
     #[error("{at}: recipe `{recipe}` requires {tool} {constraint}, but no recipe in its dependencies provides {tool}\n  hint: add the recipe that has `[provides] {tool} = \"...\"` to `deps`")]
     Missing {
         at: Location,
@@ -35,6 +27,19 @@ pub enum ToolchainError {
         tool: String,
         constraint: String,
     },
+}
+
+/// A provided version outside a constraint (boxed in [`ToolchainError`] to keep it small).
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: recipe `{recipe}` requires {tool} {constraint}, but `{provider}` provides {tool} {version}{reason}\n  hint: pin a {tool} that satisfies the constraint in recipe `{provider}`, then run `pybake lock --update {provider}`")]
+pub struct Violation {
+    pub at: Location,
+    pub recipe: String,
+    pub tool: String,
+    pub constraint: String,
+    pub provider: String,
+    pub version: semver::Version,
+    pub reason: String,
 }
 
 /// Checks every constraint of `drvs` (a closure in build order) and returns the pins in use.
@@ -65,7 +70,7 @@ pub fn check(drvs: &[Derivation]) -> Result<Vec<Pin>, ToolchainError> {
                 });
             };
             if !req.version.matches(version) {
-                return Err(ToolchainError::Violated {
+                return Err(ToolchainError::Violated(Box::new(Violation {
                     at,
                     recipe: r.name.clone(),
                     tool: tool.clone(),
@@ -73,7 +78,7 @@ pub fn check(drvs: &[Derivation]) -> Result<Vec<Pin>, ToolchainError> {
                     provider: provider.to_string(),
                     version: version.clone(),
                     reason,
-                });
+                })));
             }
             pins.entry((tool.clone(), provider.to_string()))
                 .or_insert_with(|| Pin {

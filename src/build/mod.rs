@@ -30,17 +30,8 @@ const TAIL_LINES: usize = 25;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("recipe `{recipe}`: step {number}/{total} failed with {status}:\n    {step}\n--- last lines of the log ---\n{tail}\n--- full log: {log} ---{kept}")]
-    StepFailed {
-        recipe: String,
-        number: usize,
-        total: usize,
-        step: String,
-        status: String,
-        tail: String,
-        log: PathBuf,
-        kept: String,
-    },
+    #[error(transparent)]
+    StepFailed(Box<StepFailure>),
     #[error("recipe `{recipe}`: the steps finished but did not create $out\n  hint: a step must write the result to $out (e.g. `mkdir -p $out`); log: {log}{kept}")]
     NoOutput {
         recipe: String,
@@ -83,6 +74,20 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A step that exited non-zero (boxed in [`BuildError`] to keep `Result`s small).
+#[derive(Debug, thiserror::Error)]
+#[error("recipe `{recipe}`: step {number}/{total} failed with {status}:\n    {step}\n--- last lines of the log ---\n{tail}\n--- full log: {log} ---{kept}")]
+pub struct StepFailure {
+    pub recipe: String,
+    pub number: usize,
+    pub total: usize,
+    pub step: String,
+    pub status: String,
+    pub tail: String,
+    pub log: PathBuf,
+    pub kept: String,
 }
 
 impl BuildError {
@@ -236,7 +241,7 @@ impl Builder<'_> {
             };
             if !status.success() {
                 log.flush().map_err(io(log_path))?;
-                return Err(BuildError::StepFailed {
+                return Err(BuildError::StepFailed(Box::new(StepFailure {
                     recipe: recipe.name.clone(),
                     number: i + 1,
                     total,
@@ -245,7 +250,7 @@ impl Builder<'_> {
                     tail: tail(log_path, TAIL_LINES),
                     log: log_path.to_path_buf(),
                     kept: String::new(),
-                });
+                })));
             }
         }
         Ok(())
@@ -296,25 +301,10 @@ impl Builder<'_> {
 fn with_kept(e: BuildError, kept: &Path) -> BuildError {
     let note = format!("\n  build directory kept at {}", kept.display());
     match e {
-        BuildError::StepFailed {
-            recipe,
-            number,
-            total,
-            step,
-            status,
-            tail,
-            log,
-            ..
-        } => BuildError::StepFailed {
-            recipe,
-            number,
-            total,
-            step,
-            status,
-            tail,
-            log,
-            kept: note,
-        },
+        BuildError::StepFailed(mut f) => {
+            f.kept = note;
+            BuildError::StepFailed(f)
+        }
         BuildError::NoOutput { recipe, log, .. } => BuildError::NoOutput {
             recipe,
             log,

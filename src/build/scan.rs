@@ -105,7 +105,7 @@ mod tests {
         let f = scan(
             t.path(),
             &["/pybake/store".into()],
-            &[dep.clone()],
+            std::slice::from_ref(&dep),
             &["/home/me/store".into()],
         )
         .unwrap();

@@ -1,40 +1,160 @@
-//! TEMPORARY STUB: replaced by the real fetch module.
+//! Pinned downloads into the source store.
+//!
+//! # Store layout
+//! Every source lives at `sources_dir/<64 lowercase hex of its sha256>`, read-only (0444), shared
+//! by every recipe naming that hash. Invariants:
+//! - A file under `sources_dir` MUST have the sha256 of its name. Downloads and imports are
+//!   streamed into a temp file in `tmp_dir` (same filesystem) while hashing, fsynced, and renamed
+//!   into place only after the hash matched; then `sources_dir` is fsynced. A process killed at
+//!   any point leaves at most an orphan temp file (`fetch-*`, `import-*`) in `tmp_dir`, never a
+//!   partial file under `sources_dir`.
+//! - A source already present is returned without any network access (and is not re-hashed).
+//! - Two processes fetching the same hash at once both download; the second rename replaces
+//!   the first file with identical bytes, so readers always see a complete file.
+//!
+//! # Where a source is looked for
+//! Candidates, in order, without duplicates (see `mirrors.rs`):
+//! 1. each user mirror prefix `P` (`PYBAKE_MIRRORS`): `P/<file name>` for the file name of each
+//!    of the source's URLs, then the content-addressed `P/sha256/<hex>`. A prefix may be an
+//!    `http(s)://` or `file://` URL, or an absolute directory path (read as `file://`).
+//! 2. each URL of the source (the recipe's `url`, then its mirrors). `mirror://NAME/PATH` expands
+//!    to `BASE/PATH` for each base configured for NAME (`PYBAKE_MIRROR_NAME`); without a base
+//!    it is skipped with a note saying how to configure one.
+//!
+//! Transient failures (connection errors, timeouts, HTTP 5xx, a body shorter than its
+//! Content-Length) are retried with exponential backoff (200 ms doubling, at most 5 s) up to
+//! [`FetchConfig::retries`] times; then the next candidate is tried. A 4xx answer or a hash
+//! mismatch moves to the next candidate at once. When every candidate fails, one error lists
+//! each of them and why. Offline, `http(s)` candidates are not tried; `file://` ones are.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::hash::SourceHash;
 
-#[derive(Debug, Clone, Default)]
+mod error;
+mod http;
+mod mirrors;
+mod store;
+
+pub use error::{Attempt, Failure, FetchError};
+pub use store::{import, stored};
+
+/// How to fetch: mirrors, network policy and timeouts.
+#[derive(Debug, Clone)]
 pub struct FetchConfig {
+    /// URL prefixes tried before any upstream URL (`PYBAKE_MIRRORS`).
     pub user_mirrors: Vec<String>,
+    /// Base URLs for `mirror://NAME/...`, keyed by NAME in lowercase (`PYBAKE_MIRROR_NAME`).
     pub named_mirrors: BTreeMap<String, Vec<String>>,
+    /// Never touch the network; `file://` candidates are still read (`PYBAKE_OFFLINE=1`).
     pub offline: bool,
+    /// Retries of one candidate after a transient failure (so at most `retries + 1` tries).
     pub retries: u32,
     pub connect_timeout: Duration,
+    /// Longest wait for the response headers or for any single read of the body.
     pub read_timeout: Duration,
+    /// Show a progress bar on stderr (set it when stderr is a terminal).
     pub progress: bool,
 }
-impl FetchConfig {
-    pub fn from_env() -> Self {
-        Self::default()
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            user_mirrors: Vec::new(),
+            named_mirrors: BTreeMap::new(),
+            offline: false,
+            retries: 3,
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            progress: false,
+        }
     }
 }
+
+impl FetchConfig {
+    /// The defaults, with mirrors and offline mode from the environment:
+    /// - `PYBAKE_MIRRORS`: URL prefixes separated by whitespace or commas;
+    /// - `PYBAKE_MIRROR_<NAME>`: base URL(s) for `mirror://<name>/` (NAME is matched without
+    ///   case, and `_` in it matches `-` in the mirror name);
+    /// - `PYBAKE_OFFLINE`: set and not `0`/`false`/`no`/`off`.
+    ///
+    /// Variables whose name or value is not UTF-8 are ignored.
+    pub fn from_env() -> Self {
+        mirrors::config_from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+}
+
+/// One source to fetch, as a recipe declares it.
+#[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
+    /// The recipe asking for it, for messages.
     pub recipe: &'a str,
+    /// The recipe's `url` first, then its mirrors.
     pub urls: &'a [String],
     pub sha256: SourceHash,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("fetch not implemented")]
-pub struct FetchError;
-pub fn fetch(_: &FetchConfig, _: &Path, _: &Path, _: &Source) -> Result<PathBuf, FetchError> {
-    Err(FetchError)
-}
-pub fn import(_: &Path, _: &Path, _: &Path) -> Result<(SourceHash, u64), FetchError> {
-    Err(FetchError)
-}
-pub fn stored(sources_dir: &Path, sha256: &SourceHash) -> Option<PathBuf> {
-    let p = sources_dir.join(sha256.to_hex());
-    p.is_file().then_some(p)
+
+/// Returns `sources_dir/<hex>` for the source, downloading it first unless already stored.
+/// `tmp_dir` MUST be on the same filesystem as `sources_dir`.
+pub fn fetch(
+    cfg: &FetchConfig,
+    sources_dir: &Path,
+    tmp_dir: &Path,
+    src: &Source,
+) -> Result<PathBuf, FetchError> {
+    if let Some(path) = stored(sources_dir, &src.sha256) {
+        return Ok(path);
+    }
+    let mut downloader = http::Downloader::new(cfg, tmp_dir);
+    let mut attempts = Vec::new();
+    for step in mirrors::plan(cfg, src.urls, &src.sha256) {
+        let url = match step {
+            mirrors::Step::Try(url) => url,
+            mirrors::Step::Skip(attempt) => {
+                eprintln!("pybake: note: {attempt}");
+                attempts.push(attempt);
+                continue;
+            }
+        };
+        if cfg.offline && !mirrors::is_file_url(&url) {
+            attempts.push(Attempt {
+                url,
+                tries: 0,
+                failure: Failure::Offline,
+            });
+            continue;
+        }
+        match downloader.get(&url, &src.sha256) {
+            Ok(temp) => return store::commit(temp, sources_dir, &src.sha256),
+            Err(http::GetError::Failed(attempt)) => attempts.push(attempt),
+            Err(http::GetError::Local(err)) => return Err(err),
+        }
+    }
+    let name = src
+        .urls
+        .iter()
+        .find_map(|u| mirrors::file_name(u))
+        .unwrap_or("source")
+        .to_string();
+    let (recipe, sha256) = (src.recipe.to_string(), src.sha256);
+    Err(if cfg.offline {
+        FetchError::Offline {
+            recipe,
+            name,
+            sha256,
+            attempts,
+        }
+    } else {
+        FetchError::AllFailed {
+            recipe,
+            name,
+            sha256,
+            attempts,
+        }
+    })
 }

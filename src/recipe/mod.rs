@@ -404,22 +404,15 @@ fn resolve_source(
             ))
         }
     };
-    let unpack = s.unpack.unwrap_or_else(|| is_archive_name(&name));
+    let unpack = s
+        .unpack
+        .unwrap_or_else(|| crate::archive::looks_like_archive(&name));
     Ok(Source {
         origin,
         unpack,
         dest,
         line: span.map(|s| line_of(&p.text, s.start)),
     })
-}
-
-/// Whether a file name looks like an archive pybake unpacks by default.
-pub fn is_archive_name(name: &str) -> bool {
-    [
-        ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz", ".tar",
-    ]
-    .iter()
-    .any(|ext| name.ends_with(ext))
 }
 
 #[cfg(test)]

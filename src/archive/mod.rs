@@ -1,0 +1,555 @@
+//! Safe unpacking of source archives: tar, optionally compressed with gzip, xz or bzip2.
+//!
+//! Invariants (MUST hold for every archive, however crafted):
+//! - Nothing is ever written outside `dest`. Entries are unpacked into a fresh staging
+//!   directory inside `dest`, and no entry is ever written through a symlink: each parent
+//!   component of an entry is checked with `lstat` to be a real directory, and files are created
+//!   with `O_EXCL`, which does not follow a symlink in the last component.
+//! - An entry is refused (the whole unpack fails, naming the archive and the entry) if its path is
+//!   absolute or has a `..` component, if it is a device or fifo node, if it is a hard link to
+//!   anything but a regular file unpacked earlier from the same archive, or if it is a symlink
+//!   whose target might resolve outside `dest`.
+//! - Symlink targets MUST be relative, and `..` may appear only as leading components, no more of
+//!   them than the link's depth below `dest` (after stripping, below). Every directory on the way
+//!   is then real, so `..` means what it says, and the normal components that follow descend into
+//!   `dest` or through other links that obey the same rule. (A lexical check of `x/link/..` alone
+//!   is not enough: the kernel applies `..` to the link's target, not to `x`.)
+//! - When every entry lies under one top-level directory (the usual `Python-3.11.2/`), that
+//!   directory is stripped; otherwise the archive is unpacked as is.
+//! - Owners, mtimes and most mode bits are not restored: directories are 0755, files 0755 when
+//!   the archive gives them any executable bit, else 0644.
+//! - On error nothing of the archive is left in `dest` (the staging directory is removed).
+//!   Entries land in `dest` only at the end, by renaming staged entries into place. `dest` may
+//!   already hold files (several sources may share it): directories are merged into (never
+//!   through a symlink), and an entry whose path already exists as a file or link is an error,
+//!   detected before anything moves.
+//!
+//! The compression is detected from the first bytes, not the file name: files in the source store
+//! are named by their hash.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::Permissions;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+
+/// Why an archive could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot open archive {archive}")]
+    Open {
+        archive: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot unpack {archive}: it is compressed with {format}, which pybake does not support \
+         (use a .tar.gz, .tar.xz or .tar.bz2 source, or set `unpack = false` in the recipe)"
+    )]
+    Unsupported {
+        archive: PathBuf,
+        format: &'static str,
+    },
+    #[error("cannot read archive {archive}: it is corrupt, truncated or not a tar archive")]
+    Read {
+        archive: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("refusing to unpack {archive}: entry {entry:?} {reason}")]
+    Unsafe {
+        archive: PathBuf,
+        entry: String,
+        reason: UnsafeReason,
+    },
+    #[error("cannot unpack entry {entry:?} of {archive} to {path}")]
+    Write {
+        archive: PathBuf,
+        entry: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot unpack {archive}: writing {path} failed")]
+    Dest {
+        archive: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot unpack {archive} into {dest}: {path} already exists there")]
+    Exists {
+        archive: PathBuf,
+        dest: PathBuf,
+        /// Relative to `dest`.
+        path: PathBuf,
+    },
+}
+
+/// What makes an entry unsafe to unpack.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnsafeReason {
+    #[error("has a `..` component")]
+    ParentDir,
+    #[error("is an absolute path")]
+    Absolute,
+    #[error(
+        "is a symlink to {target:?}, which may resolve outside the destination (a target must be \
+         relative, with `..` only as leading components that stay inside the archive)"
+    )]
+    SymlinkEscapes { target: String },
+    #[error("is a hard link to {target:?}, which is outside the destination")]
+    HardlinkOutside { target: String },
+    #[error("is a hard link to {target:?}, which is not a regular file unpacked before it")]
+    HardlinkNotFile { target: String },
+    #[error("is a {kind}; source archives may hold only files, directories and links")]
+    Special { kind: &'static str },
+    #[error("would be written through the symlink {link:?}")]
+    ThroughSymlink { link: String },
+    #[error("conflicts with {other:?}, which is not a directory, unpacked before it")]
+    NotADirectory { other: String },
+    #[error("is a file, but a directory of that name was unpacked before it")]
+    IsADirectory,
+}
+
+/// True when a file name has the extension of an archive [`unpack`] handles; used to default
+/// a source's `unpack` flag from its URL.
+pub fn looks_like_archive(file_name: &str) -> bool {
+    const EXTS: &[&str] = &[
+        ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz",
+    ];
+    let lower = file_name.to_ascii_lowercase();
+    EXTS.iter().any(|ext| lower.ends_with(ext))
+}
+
+/// Unpacks `archive` into `dest` (created if missing), enforcing the module's invariants.
+pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ArchiveError> {
+    let open_err = |source| ArchiveError::Open {
+        archive: archive.to_path_buf(),
+        source,
+    };
+    let mut file = fs_err::File::open(archive).map_err(open_err)?;
+    let mut magic = [0u8; 6];
+    let n = read_up_to(&mut file, &mut magic).map_err(open_err)?;
+    file.rewind().map_err(open_err)?;
+    let reader: Box<dyn Read> = match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        [0xfd, b'7', b'z', b'X', b'Z', 0] => {
+            Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
+        }
+        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => return Err(unsupported(archive, "zstd")),
+        [b'P', b'K', 3, 4, ..] => return Err(unsupported(archive, "zip")),
+        _ => Box::new(io::BufReader::new(file)),
+    };
+
+    let dest_err = |source| ArchiveError::Dest {
+        archive: archive.to_path_buf(),
+        path: dest.to_path_buf(),
+        source,
+    };
+    fs_err::create_dir_all(dest).map_err(dest_err)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".pybake-unpack-")
+        .tempdir_in(dest)
+        .map_err(dest_err)?;
+    let mut unpacker = Unpacker {
+        archive,
+        root: staging.path(),
+        top: Top::Empty,
+        symlinks: BTreeMap::new(),
+    };
+    unpacker.unpack_all(reader)?;
+    let strip = match &unpacker.top {
+        Top::Dir(name) => Some(name.clone()),
+        Top::Empty | Top::Mixed => None,
+    };
+    for (comps, (entry, target)) in &unpacker.symlinks {
+        let depth = comps.len() - 1 - usize::from(strip.is_some());
+        if !symlink_stays_inside(target, depth) {
+            return Err(unpacker.unsafe_entry(
+                entry,
+                UnsafeReason::SymlinkEscapes {
+                    target: target.to_string_lossy().into_owned(),
+                },
+            ));
+        }
+    }
+    let root = match &strip {
+        Some(name) => staging.path().join(name),
+        None => staging.path().to_path_buf(),
+    };
+    move_children(archive, &root, dest)
+    // `staging` (now empty, or holding only the stripped directory) is removed on drop.
+}
+
+fn unsupported(archive: &Path, format: &'static str) -> ArchiveError {
+    ArchiveError::Unsupported {
+        archive: archive.to_path_buf(),
+        format,
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// What the top level of the archive looks like so far.
+enum Top {
+    Empty,
+    /// Every entry so far is this directory or lies under it.
+    Dir(OsString),
+    Mixed,
+}
+
+struct Unpacker<'a> {
+    archive: &'a Path,
+    root: &'a Path,
+    top: Top,
+    /// Path components -> (entry name, target) of the symlinks in the tree, checked once
+    /// stripping is decided. A link replaced by a later entry is no longer in the tree.
+    symlinks: BTreeMap<Vec<OsString>, (String, PathBuf)>,
+}
+
+impl Unpacker<'_> {
+    fn unsafe_entry(&self, entry: &str, reason: UnsafeReason) -> ArchiveError {
+        ArchiveError::Unsafe {
+            archive: self.archive.to_path_buf(),
+            entry: entry.to_string(),
+            reason,
+        }
+    }
+
+    fn read_err(&self, source: io::Error) -> ArchiveError {
+        ArchiveError::Read {
+            archive: self.archive.to_path_buf(),
+            source,
+        }
+    }
+
+    fn write_err(&self, entry: &str, path: &Path, source: io::Error) -> ArchiveError {
+        ArchiveError::Write {
+            archive: self.archive.to_path_buf(),
+            entry: entry.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn unpack_all(&mut self, reader: Box<dyn Read>) -> Result<(), ArchiveError> {
+        let mut tar = tar::Archive::new(reader);
+        for entry in tar.entries().map_err(|e| self.read_err(e))? {
+            let mut entry = entry.map_err(|e| self.read_err(e))?;
+            let kind = entry.header().entry_type();
+            if kind.is_pax_global_extensions() {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let comps =
+                self.checked_components(&name, &entry.path().map_err(|e| self.read_err(e))?)?;
+            let Some(comps) = comps else { continue }; // the archive root itself, `./`
+            self.note_top(&comps, kind);
+            self.symlinks.remove(&comps);
+            match kind {
+                EntryType::Directory => self.make_dir(&name, &comps)?,
+                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    let mode = entry.header().mode().map_err(|e| self.read_err(e))?;
+                    self.make_file(&name, &comps, mode, &mut entry)?;
+                }
+                EntryType::Symlink => {
+                    let target = self.link_target(&name, &entry)?;
+                    let path = self.prepare_leaf(&name, &comps)?;
+                    std::os::unix::fs::symlink(&target, &path)
+                        .map_err(|e| self.write_err(&name, &path, e))?;
+                    self.symlinks.insert(comps, (name, target));
+                }
+                EntryType::Link => self.make_hardlink(&name, &comps, &entry)?,
+                EntryType::Char => return Err(self.special(&name, "character device")),
+                EntryType::Block => return Err(self.special(&name, "block device")),
+                EntryType::Fifo => return Err(self.special(&name, "fifo")),
+                _ => return Err(self.special(&name, "entry of an unknown type")),
+            }
+        }
+        Ok(())
+    }
+
+    fn special(&self, entry: &str, kind: &'static str) -> ArchiveError {
+        self.unsafe_entry(entry, UnsafeReason::Special { kind })
+    }
+
+    /// The normal components of an entry path; `None` for the archive root (`.` or `./`).
+    fn checked_components(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<Option<Vec<OsString>>, ArchiveError> {
+        let mut comps = Vec::new();
+        for c in path.components() {
+            match c {
+                Component::Normal(s) => comps.push(s.to_os_string()),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    return Err(self.unsafe_entry(name, UnsafeReason::ParentDir))
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(self.unsafe_entry(name, UnsafeReason::Absolute))
+                }
+            }
+        }
+        Ok((!comps.is_empty()).then_some(comps))
+    }
+
+    fn note_top(&mut self, comps: &[OsString], kind: EntryType) {
+        let is_dir_itself = comps.len() == 1 && kind == EntryType::Directory;
+        self.top = match std::mem::replace(&mut self.top, Top::Mixed) {
+            _ if comps.len() == 1 && !is_dir_itself => Top::Mixed,
+            Top::Empty => Top::Dir(comps[0].clone()),
+            Top::Dir(name) if name == comps[0] => Top::Dir(name),
+            _ => Top::Mixed,
+        };
+    }
+
+    /// Ensures every parent of `comps` is a real directory inside the root (creating missing
+    /// ones when `create`), never following a symlink, and returns the path of `comps` itself.
+    fn ensure_parents(
+        &self,
+        name: &str,
+        comps: &[OsString],
+        create: bool,
+    ) -> Result<PathBuf, ArchiveError> {
+        let mut path = self.root.to_path_buf();
+        for (i, c) in comps[..comps.len() - 1].iter().enumerate() {
+            path.push(c);
+            match fs_err::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(m) => {
+                    let other = shown(&comps[..=i]);
+                    return Err(self.unsafe_entry(
+                        name,
+                        if m.file_type().is_symlink() {
+                            UnsafeReason::ThroughSymlink { link: other }
+                        } else {
+                            UnsafeReason::NotADirectory { other }
+                        },
+                    ));
+                }
+                Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                    fs_err::create_dir(&path).map_err(|e| self.write_err(name, &path, e))?;
+                    set_mode(&path, 0o755).map_err(|e| self.write_err(name, &path, e))?;
+                }
+                Err(e) => return Err(self.write_err(name, &path, e)),
+            }
+        }
+        path.push(&comps[comps.len() - 1]);
+        Ok(path)
+    }
+
+    /// Like [`Self::ensure_parents`], and removes an earlier non-directory entry of the same
+    /// name (later entries win, as with `tar -x`).
+    fn prepare_leaf(&self, name: &str, comps: &[OsString]) -> Result<PathBuf, ArchiveError> {
+        let path = self.ensure_parents(name, comps, true)?;
+        match fs_err::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_dir() => {
+                Err(self.unsafe_entry(name, UnsafeReason::IsADirectory))
+            }
+            Ok(_) => fs_err::remove_file(&path)
+                .map(|()| path.clone())
+                .map_err(|e| self.write_err(name, &path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(path),
+            Err(e) => Err(self.write_err(name, &path, e)),
+        }
+    }
+
+    fn make_dir(&self, name: &str, comps: &[OsString]) -> Result<(), ArchiveError> {
+        let path = self.ensure_parents(name, comps, true)?;
+        match fs_err::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => {
+                let other = shown(comps);
+                return Err(self.unsafe_entry(name, UnsafeReason::NotADirectory { other }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs_err::create_dir(&path).map_err(|e| self.write_err(name, &path, e))?;
+            }
+            Err(e) => return Err(self.write_err(name, &path, e)),
+        }
+        set_mode(&path, 0o755).map_err(|e| self.write_err(name, &path, e))
+    }
+
+    fn make_file(
+        &self,
+        name: &str,
+        comps: &[OsString],
+        mode: u32,
+        content: &mut impl Read,
+    ) -> Result<(), ArchiveError> {
+        let path = self.prepare_leaf(name, comps)?;
+        let werr = |e| self.write_err(name, &path, e);
+        let mut file = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(werr)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_err(e)),
+            };
+            file.write_all(&buf[..n]).map_err(werr)?;
+        }
+        let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+        file.file()
+            .set_permissions(Permissions::from_mode(mode))
+            .map_err(werr)
+    }
+
+    fn link_target(
+        &self,
+        name: &str,
+        entry: &tar::Entry<impl Read>,
+    ) -> Result<PathBuf, ArchiveError> {
+        match entry.link_name().map_err(|e| self.read_err(e))? {
+            Some(target) => Ok(target.into_owned()),
+            None => Err(self.read_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("link entry {name:?} has no target"),
+            ))),
+        }
+    }
+
+    fn make_hardlink(
+        &self,
+        name: &str,
+        comps: &[OsString],
+        entry: &tar::Entry<impl Read>,
+    ) -> Result<(), ArchiveError> {
+        let target = self.link_target(name, entry)?;
+        let shown_target = target.to_string_lossy().into_owned();
+        let outside = || {
+            self.unsafe_entry(
+                name,
+                UnsafeReason::HardlinkOutside {
+                    target: shown_target.clone(),
+                },
+            )
+        };
+        let mut target_comps = Vec::new();
+        for c in target.components() {
+            match c {
+                Component::Normal(s) => target_comps.push(s.to_os_string()),
+                Component::CurDir => {}
+                _ => return Err(outside()),
+            }
+        }
+        if target_comps.is_empty() {
+            return Err(outside());
+        }
+        let not_file = || {
+            self.unsafe_entry(
+                name,
+                UnsafeReason::HardlinkNotFile {
+                    target: shown_target.clone(),
+                },
+            )
+        };
+        let target_path = match self.ensure_parents(name, &target_comps, false) {
+            Ok(p) => p,
+            Err(ArchiveError::Write { .. }) => return Err(not_file()),
+            Err(e) => return Err(e),
+        };
+        match fs_err::symlink_metadata(&target_path) {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => return Err(not_file()),
+        }
+        if target_comps == comps {
+            return Ok(()); // a link to itself: the file is already there
+        }
+        let path = self.prepare_leaf(name, comps)?;
+        fs_err::hard_link(&target_path, &path).map_err(|e| self.write_err(name, &path, e))
+    }
+}
+
+fn shown(comps: &[OsString]) -> String {
+    comps
+        .iter()
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    fs_err::set_permissions(path, Permissions::from_mode(mode))
+}
+
+/// The symlink rule of the module docs, for a link whose parent directory is `depth` levels
+/// below the destination.
+fn symlink_stays_inside(target: &Path, depth: usize) -> bool {
+    let mut ups = 0;
+    let mut seen_name = false;
+    for c in target.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if !seen_name => ups += 1,
+            Component::Normal(_) => seen_name = true,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    ups <= depth
+}
+
+/// Moves the staged tree `from` into `dest`: an entry missing from `dest` is renamed there, a
+/// directory already in `dest` (a real one, not a symlink) is merged into, anything else that
+/// already exists is an error. Everything is checked before anything moves.
+fn move_children(archive: &Path, from: &Path, dest: &Path) -> Result<(), ArchiveError> {
+    let werr = |path: &Path, source| ArchiveError::Dest {
+        archive: archive.to_path_buf(),
+        path: path.to_path_buf(),
+        source,
+    };
+    // (staged path, its place in dest, whether to merge rather than rename)
+    let mut moves = Vec::new();
+    let mut dirs = vec![(from.to_path_buf(), dest.to_path_buf())];
+    while let Some((from_dir, to_dir)) = dirs.pop() {
+        for child in fs_err::read_dir(&from_dir).map_err(|e| werr(&from_dir, e))? {
+            let child = child.map_err(|e| werr(&from_dir, e))?;
+            let (staged, to) = (child.path(), to_dir.join(child.file_name()));
+            match fs_err::symlink_metadata(&to) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => moves.push((staged, to)),
+                Err(e) => return Err(werr(&to, e)),
+                Ok(existing) => {
+                    let staged_is_dir = child.file_type().is_ok_and(|t| t.is_dir());
+                    if !(existing.file_type().is_dir() && staged_is_dir) {
+                        return Err(ArchiveError::Exists {
+                            archive: archive.to_path_buf(),
+                            dest: dest.to_path_buf(),
+                            path: to.strip_prefix(dest).unwrap_or(&to).to_path_buf(),
+                        });
+                    }
+                    dirs.push((staged, to));
+                }
+            }
+        }
+    }
+    for (staged, to) in moves {
+        fs_err::rename(&staged, &to).map_err(|e| werr(&to, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! Downloading one candidate URL (`http(s)://` or `file://`) into a verified temp file, with
+//! retries of transient failures.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::blocking::Client;
+use tempfile::NamedTempFile;
+
+use super::store::{self, CopyError};
+use super::{Attempt, Failure, FetchConfig, FetchError};
+use crate::hash::{HashingReader, SourceHash};
+
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub(super) enum GetError {
+    /// This URL did not give the source; try the next one.
+    Failed(Attempt),
+    /// A problem on this machine (disk, TLS setup) that no other URL would avoid.
+    Local(FetchError),
+}
+
+enum Once {
+    Transient(Failure),
+    Permanent(Failure),
+    Local(FetchError),
+}
+
+pub(super) struct Downloader<'a> {
+    cfg: &'a FetchConfig,
+    tmp_dir: &'a Path,
+    /// Built on first use, so that a fetch served from `file://` never sets up TLS.
+    client: Option<Client>,
+}
+
+impl<'a> Downloader<'a> {
+    pub(super) fn new(cfg: &'a FetchConfig, tmp_dir: &'a Path) -> Self {
+        Self {
+            cfg,
+            tmp_dir,
+            client: None,
+        }
+    }
+
+    /// Downloads `url`, retrying transient failures, into a temp file whose sha256 is
+    /// `expected`.
+    pub(super) fn get(
+        &mut self,
+        url: &str,
+        expected: &SourceHash,
+    ) -> Result<NamedTempFile, GetError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let failure = match self.once(url, expected) {
+                Ok(temp) => return Ok(temp),
+                Err(Once::Local(err)) => return Err(GetError::Local(err)),
+                Err(Once::Transient(failure)) if tries <= self.cfg.retries => {
+                    let delay = backoff(tries);
+                    let attempt = Attempt {
+                        url: url.to_string(),
+                        tries: 1,
+                        failure,
+                    };
+                    eprintln!("pybake: {attempt}; retrying in {delay:?}");
+                    sleep(delay);
+                    continue;
+                }
+                Err(Once::Transient(failure) | Once::Permanent(failure)) => failure,
+            };
+            return Err(GetError::Failed(Attempt {
+                url: url.to_string(),
+                tries,
+                failure,
+            }));
+        }
+    }
+
+    fn client(&mut self) -> Result<&Client, FetchError> {
+        if let Some(ref client) = self.client {
+            return Ok(client);
+        }
+        let client = Client::builder()
+            .connect_timeout(self.cfg.connect_timeout)
+            // The blocking client applies this to the wait for headers and to each body read.
+            .timeout(self.cfg.read_timeout)
+            .user_agent(concat!("pybake/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| FetchError::Client { source })?;
+        Ok(self.client.insert(client))
+    }
+
+    fn once(&mut self, url: &str, expected: &SourceHash) -> Result<NamedTempFile, Once> {
+        if !self.cfg.progress {
+            eprintln!("pybake: fetching {url}");
+        }
+        let (body, len, network): (Box<dyn Read>, Option<u64>, bool) = match file_path(url) {
+            Some(Ok(path)) => {
+                let file =
+                    fs_err::File::open(path).map_err(|e| Once::Permanent(Failure::File(e)))?;
+                let len = file.metadata().ok().map(|m| m.len());
+                (Box::new(file), len, false)
+            }
+            Some(Err(reason)) => return Err(Once::Permanent(Failure::BadUrl { reason })),
+            None => {
+                let client = self.client().map_err(Once::Local)?;
+                let resp = client.get(url).send().map_err(|e| {
+                    if e.is_builder() {
+                        Once::Permanent(Failure::Transport(e))
+                    } else {
+                        Once::Transient(Failure::Transport(e))
+                    }
+                })?;
+                let status = resp.status();
+                if !status.is_success() {
+                    let failure = Failure::Status {
+                        status: status.as_u16(),
+                    };
+                    return Err(if status.is_server_error() {
+                        Once::Transient(failure)
+                    } else {
+                        Once::Permanent(failure)
+                    });
+                }
+                let len = resp.content_length();
+                (Box::new(resp), len, true)
+            }
+        };
+
+        let mut temp = store::temp_file(self.tmp_dir, "fetch-").map_err(Once::Local)?;
+        let bar = self.progress_bar(url, len);
+        let mut reader = HashingReader::new(bar.wrap_read(body));
+        let copied = store::copy(&mut reader, temp.as_file_mut());
+        bar.finish_and_clear();
+        match copied {
+            Ok(_) => {}
+            Err(CopyError::Read(e)) if network => return Err(Once::Transient(Failure::Read(e))),
+            Err(CopyError::Read(e)) => return Err(Once::Permanent(Failure::File(e))),
+            Err(CopyError::Write(e)) => return Err(Once::Local(store::store_err(temp.path(), e))),
+        }
+        let (actual, bytes) = reader.finish();
+        if let Some(expected_len) = len.filter(|&l| network && l != bytes) {
+            return Err(Once::Transient(Failure::Short {
+                got: bytes,
+                expected: expected_len,
+            }));
+        }
+        if actual != *expected {
+            return Err(Once::Permanent(Failure::Mismatch {
+                expected: *expected,
+                actual,
+                bytes,
+            }));
+        }
+        Ok(temp)
+    }
+
+    fn progress_bar(&self, url: &str, len: Option<u64>) -> ProgressBar {
+        if !self.cfg.progress {
+            return ProgressBar::hidden();
+        }
+        let (bar, template) = match len {
+            Some(len) => (
+                ProgressBar::new(len),
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "{spinner} {msg} {bytes} {bytes_per_sec}",
+            ),
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(format!("fetching {url}"));
+        bar
+    }
+}
+
+fn backoff(tries: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// For a `file://` URL, the local path it names (percent-decoded), or why it is not usable.
+fn file_path(url: &str) -> Option<Result<PathBuf, &'static str>> {
+    let rest = url.strip_prefix("file://")?;
+    if !rest.starts_with('/') {
+        return Some(Err(
+            "a file URL must name an absolute path: file:///dir/file",
+        ));
+    }
+    let bytes = rest.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    Some(Ok(PathBuf::from(std::ffi::OsString::from_vec(out))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let ms: Vec<u128> = (1..=7).map(|t| backoff(t).as_millis()).collect();
+        assert_eq!(ms, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn file_urls_are_percent_decoded() {
+        assert_eq!(
+            file_path("file:///srv/a%20b/c%2"),
+            Some(Ok(PathBuf::from("/srv/a b/c%2")))
+        );
+        assert!(matches!(file_path("file://host/x"), Some(Err(_))));
+        assert_eq!(file_path("https://x/y"), None);
+    }
+}
