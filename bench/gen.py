@@ -50,7 +50,7 @@ def graph(n, root):
     rdir = os.path.join(root, "recipes")
     os.makedirs(rdir, exist_ok=True)
     mk = [f"O := {os.path.join(os.path.abspath(root), 'out')}", ".PHONY: all", f"all: $(O)/{name(n - 1)}", ""]
-    nix = ["let", "  sys = builtins.currentSystem;"]
+    nix = ["let", "  sys = builtins.currentSystem;", '  path = "/usr/bin:/bin";']
     for i, ds in enumerate(deps):
         nm = name(i)
         step = f"mkdir -p $out && echo {nm} > $out/x"
@@ -61,7 +61,7 @@ def graph(n, root):
         mk.append(f"$(O)/{nm}:" + "".join(f" $(O)/{name(d)}" for d in ds))
         mk.append(f"\tmkdir -p $@ && echo {nm} > $@/x")
         nix.append(
-            f'  {nm} = derivation {{ name = "{nm}"; system = sys; builder = "/bin/sh";'
+            f'  {nm} = derivation {{ name = "{nm}"; system = sys; builder = "/bin/sh"; PATH = path;'
             f' args = [ "-c" "{step}" ]; deps = [' + "".join(f" {name(d)}" for d in ds) + " ]; };"
         )
     nix.append(f"in {name(n - 1)}")
