@@ -137,3 +137,8 @@ fn recipes_md_example_runs() {
 fn store_md_example_runs() {
     run_doc("store.md");
 }
+
+#[test]
+fn lockfile_md_example_runs() {
+    run_doc("lockfile.md");
+}
