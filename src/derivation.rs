@@ -112,6 +112,7 @@ mod tests {
             name: "hello".into(),
             version: "1.0".into(),
             description: String::new(),
+            run: None,
             file: PathBuf::from("/somewhere/hello.toml"),
             deps: vec![Dep {
                 name: "greeting".into(),

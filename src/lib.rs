@@ -14,5 +14,6 @@ pub mod lock;
 pub mod progress;
 pub mod recipe;
 pub mod scheduler;
+pub mod serve;
 pub mod store;
 pub mod toolchain;

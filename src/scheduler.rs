@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::build::{BuildError, Builder, Job, Sandbox};
+use crate::build::{BuildError, Builder, Check, Job, Sandbox};
 use crate::derivation::Derivation;
 use crate::fetch::FetchConfig;
 use crate::progress::Reporter;
@@ -231,11 +231,52 @@ fn build_one(
     if store.is_valid(&drv.store_name) {
         return Ok(Status::Cached);
     }
-    let roots: Vec<StoreName> = deps.iter().map(|(_, s)| s.clone()).collect();
-    let closure = runtime_closure(store, &roots)?;
-    let job = Job { drv, deps, closure };
+    let job = job(store, drv, deps)?;
     let name = drv.recipe.name.as_str();
     let total = drv.recipe.steps.len();
     builder.build(&job, &|n, step| reporter.step(name, n, total, step))?;
     Ok(Status::Built)
+}
+
+fn job<'a>(
+    store: &Store,
+    drv: &'a Derivation<'a>,
+    deps: Vec<(&'a str, StoreName)>,
+) -> Result<Job<'a>, StoreError> {
+    let roots: Vec<StoreName> = deps.iter().map(|(_, s)| s.clone()).collect();
+    let closure = runtime_closure(store, &roots)?;
+    Ok(Job { drv, deps, closure })
+}
+
+/// Builds `target` again (its closure must be realized) and compares with the stored output.
+pub fn check(
+    store: &Store,
+    sandbox: &Sandbox,
+    drvs: &[Derivation],
+    target: &str,
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Result<Check, BuildError> {
+    let by_name: BTreeMap<&str, &Derivation> =
+        drvs.iter().map(|d| (d.recipe.name.as_str(), d)).collect();
+    let drv = by_name[target];
+    let deps = drv
+        .recipe
+        .deps
+        .iter()
+        .map(|d| (d.name.as_str(), by_name[d.name.as_str()].store_name.clone()))
+        .collect();
+    let cancel = AtomicBool::new(false);
+    let builder = Builder {
+        store,
+        sandbox,
+        fetch: &opts.fetch,
+        jobs: opts.cores,
+        keep_failed: opts.keep_failed,
+        cancel: &cancel,
+    };
+    let _lock = store.lock(&drv.store_name)?;
+    let job = job(store, drv, deps)?;
+    let total = drv.recipe.steps.len();
+    builder.check(&job, &|n, step| reporter.step(target, n, total, step))
 }

@@ -232,3 +232,29 @@ OPT = "-O2"
         pairs(&[("app-browser", "built"), ("app-node", "built")])
     );
 }
+
+#[test]
+fn check_rebuilds_and_reports_identical_or_the_differing_files() {
+    let p = hello_project();
+    p.recipe(
+        "stamp",
+        "name = \"stamp\"\nversion = \"1\"\nsteps = [\"mkdir -p $out && echo same > $out/same && date +%s%N > $out/when\"]\n",
+    );
+    let path = p.run(&["realize", "hello"]).ok().line();
+    let r = p.run(&["realize", "--check", "hello"]).ok();
+    assert_eq!(r.line(), path, "still prints the path");
+    assert!(r.stderr.contains("check hello: identical"), "{}", r.stderr);
+
+    p.run(&["realize", "stamp"]).ok();
+    let r = p.run(&["realize", "--check", "stamp"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("check stamp: NOT reproducible: 1 path(s) differ"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("\n  when\n"), "{}", r.stderr);
+    // The stored output is untouched by a check.
+    assert!(p.run(&["plan", "stamp"]).ok().stdout.starts_with("cached"));
+}

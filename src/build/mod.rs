@@ -115,6 +115,26 @@ pub struct Builder<'a> {
     pub cancel: &'a AtomicBool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Insert,
+    Compare,
+}
+
+enum Built {
+    Inserted(Meta),
+    Compared(Check),
+}
+
+/// The result of building an output again (`realize --check`).
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The rebuilt output's content hash.
+    pub output_hash: OutputHash,
+    /// Relative paths that differ between the stored and the rebuilt output (empty: identical).
+    pub differences: Vec<String>,
+}
+
 /// One derivation to build, with the store names of what it may see.
 pub struct Job<'a> {
     pub drv: &'a Derivation<'a>,
@@ -129,6 +149,27 @@ impl Builder<'_> {
     /// Builds `job` into the store; the caller holds the output's lock.
     /// `on_step(number, step)` is called as each step starts.
     pub fn build(&self, job: &Job, on_step: &dyn Fn(usize, &str)) -> Result<Meta, BuildError> {
+        match self.build_then(job, on_step, Then::Insert)? {
+            Built::Inserted(meta) => Ok(meta),
+            Built::Compared(_) => unreachable!("asked to insert"),
+        }
+    }
+
+    /// Builds `job` again although its output is in the store, and compares the two outputs
+    /// file by file without touching the stored one. The log goes to `<log>.check`.
+    pub fn check(&self, job: &Job, on_step: &dyn Fn(usize, &str)) -> Result<Check, BuildError> {
+        match self.build_then(job, on_step, Then::Compare)? {
+            Built::Compared(c) => Ok(c),
+            Built::Inserted(_) => unreachable!("asked to compare"),
+        }
+    }
+
+    fn build_then(
+        &self,
+        job: &Job,
+        on_step: &dyn Fn(usize, &str),
+        then: Then,
+    ) -> Result<Built, BuildError> {
         let started = Instant::now();
         let recipe = job.drv.recipe;
         let name = &job.drv.store_name;
@@ -139,7 +180,10 @@ impl Builder<'_> {
             std::fs::create_dir_all(build_dir.join(d)).map_err(io(&build_dir))?;
         }
         std::fs::create_dir_all(&store_view).map_err(io(&store_view))?;
-        let log_path = self.store.log_path(name);
+        let mut log_path = self.store.log_path(name);
+        if then == Then::Compare {
+            log_path.as_mut_os_string().push(".check");
+        }
         let mut log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
 
         let result = self.run(job, &build_dir, &store_view, &mut log, &log_path, on_step);
@@ -154,8 +198,20 @@ impl Builder<'_> {
             }
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
             meta.build_seconds = started.elapsed().as_secs_f64();
+            if then == Then::Compare {
+                let stored = self.store.path(name);
+                let differences =
+                    tree::diff(&stored, &built).map_err(|source| BuildError::Tree {
+                        path: stored.clone(),
+                        source,
+                    })?;
+                return Ok(Built::Compared(Check {
+                    output_hash: meta.output_hash,
+                    differences,
+                }));
+            }
             self.store.insert(&built, name, &meta)?;
-            Ok(meta)
+            Ok(Built::Inserted(meta))
         });
         match result {
             Err(e) if self.keep_failed => {

@@ -3,6 +3,7 @@
 
 mod query;
 mod realize;
+mod run;
 mod sources;
 
 use std::path::PathBuf;
@@ -96,6 +97,16 @@ pub enum Command {
     /// Fetches any source not yet in the store (to record its size). Without --update the whole
     /// file is regenerated; with --update NAME only NAME's entry changes.
     Lock(sources::LockArgs),
+    /// Realize NAME, then run the command its recipe's `run` field gives, with ARGS.
+    ///
+    /// Example: `pybake run cpython-node -- -c 'print(1+1)'`. The command runs in your own
+    /// environment (not the build sandbox) with `$out` set to the store path.
+    Run(run::RunArgs),
+    /// Realize NAME and serve its output over HTTP on loopback, with the headers a
+    /// WebAssembly page needs (application/wasm, cross-origin isolation for SharedArrayBuffer).
+    ///
+    /// Prints the page's URL on stdout (python.html when the output has one).
+    Serve(run::ServeArgs),
     /// Print the content hash of a file (its sha256) or directory (canonical tree hash).
     ///
     /// This is the hash a `path` source or an output gets (docs/store.md).
@@ -154,6 +165,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Log(o) => query::log(&cli.global, o),
         Command::Graph(t) => query::graph(&cli.global, t),
         Command::Hash(h) => query::hash(h),
+        Command::Run(a) => run::run(&cli.global, a),
+        Command::Serve(a) => run::serve(&cli.global, a),
         Command::Fetch(a) => sources::fetch(&cli.global, a),
         Command::Import(a) => sources::import(&cli.global, a),
         Command::Lock(a) => sources::lock(&cli.global, a),

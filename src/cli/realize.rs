@@ -27,6 +27,10 @@ pub struct RealizeArgs {
     /// Fail before building anything if the recipes and lockfile.json disagree (for CI).
     #[arg(long)]
     pub locked: bool,
+    /// Build NAME... again although they are in the store, and report whether the new output
+    /// is identical to the stored one (or which files differ). Exit code 1 if any differs.
+    #[arg(long)]
+    pub check: bool,
     /// Print a JSON summary on stdout instead of store paths.
     #[arg(long)]
     pub json: bool,
@@ -48,7 +52,42 @@ struct SummaryRow {
     seconds: f64,
 }
 
+impl RealizeArgs {
+    /// The defaults, for commands that realize one recipe before using it.
+    pub fn for_one(name: &str) -> Self {
+        RealizeArgs {
+            names: vec![name.to_string()],
+            jobs: None,
+            cores: None,
+            keep_going: false,
+            keep_failed: false,
+            locked: false,
+            check: false,
+            json: false,
+            sandbox: std::env::var("PYBAKE_SANDBOX")
+                .ok()
+                .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
+                .unwrap_or(SandboxMode::Auto),
+        }
+    }
+}
+
 pub fn run(g: &Global, a: &RealizeArgs) -> anyhow::Result<i32> {
+    let (code, paths) = realize(g, a)?;
+    if !a.json {
+        let mut out = std::io::stdout().lock();
+        for p in paths {
+            writeln!(out, "{}", p.display())?;
+        }
+    }
+    Ok(code)
+}
+
+/// Realizes `a.names`; returns the exit code and the requested store paths that exist.
+pub(crate) fn realize(
+    g: &Global,
+    a: &RealizeArgs,
+) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
     let ctx = Context::load(g)?;
     if a.locked {
         super::sources::check_locked(&ctx, g, &a.names)?;
@@ -88,7 +127,6 @@ pub fn run(g: &Global, a: &RealizeArgs) -> anyhow::Result<i32> {
     for e in &failed {
         super::report(*e);
     }
-    let mut out = std::io::stdout().lock();
     if a.json {
         let summary = Summary {
             results: outcomes
@@ -101,23 +139,79 @@ pub fn run(g: &Global, a: &RealizeArgs) -> anyhow::Result<i32> {
                 })
                 .collect(),
         };
+        let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
-    } else {
-        for name in &a.names {
-            if let Some(o) = outcomes
+    }
+    let paths: Vec<std::path::PathBuf> = a
+        .names
+        .iter()
+        .filter_map(|name| {
+            outcomes
                 .iter()
                 .find(|o| &o.name == name && matches!(o.status, Status::Built | Status::Cached))
-            {
-                writeln!(out, "{}", o.path.display())?;
+                .map(|o| o.path.clone())
+        })
+        .collect();
+    let all_ok = failed.is_empty() && outcomes.iter().all(|o| o.status != Status::Skipped);
+    let code = if all_ok && a.check {
+        check(
+            &ctx,
+            &sandbox_for_check(a, &sandbox)?,
+            &drvs,
+            a,
+            &opts,
+            &*reporter,
+        )?
+    } else if all_ok {
+        0
+    } else if failed.iter().any(|e| e.is_user_error()) {
+        super::EXIT_USER_ERROR
+    } else {
+        EXIT_BUILD_FAILED
+    };
+    Ok((code, paths))
+}
+
+/// The sandbox decision was skipped when nothing needed building; a check always builds.
+fn sandbox_for_check(a: &RealizeArgs, decided: &Sandbox) -> anyhow::Result<Sandbox> {
+    match decided {
+        Sandbox::Off { why } if why == "nothing to build" => Ok(Sandbox::detect(a.sandbox)?),
+        s => Ok(s.clone()),
+    }
+}
+
+/// `--check`: rebuild each target and compare; report on stderr, exit 1 if any differs.
+fn check(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    drvs: &[crate::derivation::Derivation],
+    a: &RealizeArgs,
+    opts: &Options,
+    reporter: &dyn progress::Reporter,
+) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for name in &a.names {
+        let c = scheduler::check(&ctx.store, sandbox, drvs, name, opts, reporter);
+        match c {
+            Ok(c) if c.differences.is_empty() => {
+                eprintln!("pybake: check {name}: identical ({})", c.output_hash);
+            }
+            Ok(c) => {
+                code = EXIT_BUILD_FAILED;
+                eprintln!(
+                    "pybake: check {name}: NOT reproducible: {} path(s) differ from the stored output:",
+                    c.differences.len()
+                );
+                for d in c.differences.iter().take(50) {
+                    eprintln!("  {d}");
+                }
+            }
+            Err(e) => {
+                code = EXIT_BUILD_FAILED;
+                super::report(&e);
             }
         }
     }
-    if failed.is_empty() && outcomes.iter().all(|o| o.status != Status::Skipped) {
-        Ok(0)
-    } else if failed.iter().any(|e| e.is_user_error()) {
-        Ok(super::EXIT_USER_ERROR)
-    } else {
-        Ok(EXIT_BUILD_FAILED)
-    }
+    Ok(code)
 }

@@ -169,6 +169,39 @@ pub fn hash_path(root: &Path) -> Result<[u8; 32], TreeError> {
     Ok(c.finish())
 }
 
+/// Relative paths whose type, executable bit, target or contents differ between two trees,
+/// or that exist in only one of them (sorted).
+pub fn diff(a: &Path, b: &Path) -> Result<Vec<String>, TreeError> {
+    let summarise = |root: &Path| -> Result<
+        std::collections::BTreeMap<String, (Kind, Option<[u8; 32]>)>,
+        TreeError,
+    > {
+        let entries = entries(root)?;
+        let digests: Vec<Option<[u8; 32]>> = entries
+            .par_iter()
+            .map(|e| match e.kind {
+                Kind::File { .. } => file_sha256(&e.path).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(entries
+            .into_iter()
+            .zip(digests)
+            .map(|(e, d)| (e.rel, (e.kind, d)))
+            .collect())
+    };
+    let (x, y) = (summarise(a)?, summarise(b)?);
+    let mut out: Vec<String> = x
+        .iter()
+        .filter(|(k, v)| y.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .chain(y.keys().filter(|k| !x.contains_key(*k)).cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +266,19 @@ mod tests {
         std::fs::remove_file(base.path().join("link")).unwrap();
         symlink("bin", base.path().join("link")).unwrap();
         assert_ne!(h2, hash_path(base.path()).unwrap());
+    }
+
+    #[test]
+    fn diff_names_changed_added_and_removed_files() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        sample(a.path());
+        sample(b.path());
+        assert!(diff(a.path(), b.path()).unwrap().is_empty());
+        std::fs::write(b.path().join("a.txt"), b"changed\n").unwrap();
+        std::fs::write(b.path().join("new"), b"").unwrap();
+        std::fs::remove_file(b.path().join("link")).unwrap();
+        assert_eq!(diff(a.path(), b.path()).unwrap(), ["a.txt", "link", "new"]);
     }
 
     #[test]

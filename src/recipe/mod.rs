@@ -197,6 +197,7 @@ fn resolve(
     let description = nearest(&chain, |r| r.description.as_ref())
         .map(|(_, d)| d.clone())
         .unwrap_or_default();
+    let run = nearest(&chain, |r| r.run.as_ref()).map(|(_, r)| r.clone());
 
     let deps = match nearest(&chain, |r| r.deps.as_ref()) {
         Some((p, deps)) => {
@@ -304,6 +305,7 @@ fn resolve(
         name,
         version,
         description,
+        run,
         file: me.file.clone(),
         deps,
         steps,

@@ -14,6 +14,8 @@ pub struct RawRecipe {
     pub name: Spanned<String>,
     pub version: Option<Spanned<String>>,
     pub description: Option<String>,
+    /// How `pybake run` starts the output: a shell command with `$out` set and ARGS as "$@".
+    pub run: Option<String>,
     pub extends: Option<Spanned<String>>,
     pub deps: Option<Vec<Spanned<String>>>,
     pub steps: Option<Vec<Spanned<String>>>,

@@ -23,6 +23,8 @@ pub struct Recipe {
     pub name: String,
     pub version: String,
     pub description: String,
+    /// `pybake run`'s command (not hashed: it says how to use the output, not how to build it).
+    pub run: Option<String>,
     /// The file the recipe was read from, for messages.
     pub file: PathBuf,
     pub deps: Vec<Dep>,
