@@ -169,13 +169,13 @@ pub fn hash_path(root: &Path) -> Result<[u8; 32], TreeError> {
     Ok(c.finish())
 }
 
+/// Each entry with its file digest, by relative path.
+type Summary = std::collections::BTreeMap<String, (Kind, Option<[u8; 32]>)>;
+
 /// Relative paths whose type, executable bit, target or contents differ between two trees,
 /// or that exist in only one of them (sorted).
 pub fn diff(a: &Path, b: &Path) -> Result<Vec<String>, TreeError> {
-    let summarise = |root: &Path| -> Result<
-        std::collections::BTreeMap<String, (Kind, Option<[u8; 32]>)>,
-        TreeError,
-    > {
+    let summarise = |root: &Path| -> Result<Summary, TreeError> {
         let entries = entries(root)?;
         let digests: Vec<Option<[u8; 32]>> = entries
             .par_iter()
