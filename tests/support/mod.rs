@@ -5,4 +5,5 @@
 
 pub mod http;
 
+#[allow(unused_imports)]
 pub use http::{refused_url, Reply, Route, TestServer};
