@@ -130,6 +130,20 @@ pub fn file_sha256(path: &Path) -> Result<[u8; 32], TreeError> {
     Ok(hasher.finalize().into())
 }
 
+/// The sha256 of each file entry (`None` for the others). Large trees are hashed in parallel;
+/// small ones on this thread, where waking the thread pool would cost more than it saves.
+fn file_digests(entries: &[Entry]) -> Result<Vec<Option<[u8; 32]>>, TreeError> {
+    let one = |e: &Entry| match e.kind {
+        Kind::File { .. } => file_sha256(&e.path).map(Some),
+        _ => Ok(None),
+    };
+    if entries.len() < 16 {
+        entries.iter().map(one).collect()
+    } else {
+        entries.par_iter().map(one).collect()
+    }
+}
+
 /// The canonical hash of the tree (or single file) at `root`.
 pub fn hash_path(root: &Path) -> Result<[u8; 32], TreeError> {
     let meta = std::fs::symlink_metadata(root).map_err(io_err(root))?;
@@ -142,13 +156,7 @@ pub fn hash_path(root: &Path) -> Result<[u8; 32], TreeError> {
         });
     }
     let entries = entries(root)?;
-    let digests: Vec<Option<[u8; 32]>> = entries
-        .par_iter()
-        .map(|e| match e.kind {
-            Kind::File { .. } => file_sha256(&e.path).map(Some),
-            _ => Ok(None),
-        })
-        .collect::<Result<_, _>>()?;
+    let digests = file_digests(&entries)?;
     let mut c = Canon::new();
     c.str(SCHEME).u64(entries.len() as u64);
     for (e, digest) in entries.iter().zip(&digests) {
@@ -177,13 +185,7 @@ type Summary = std::collections::BTreeMap<String, (Kind, Option<[u8; 32]>)>;
 pub fn diff(a: &Path, b: &Path) -> Result<Vec<String>, TreeError> {
     let summarise = |root: &Path| -> Result<Summary, TreeError> {
         let entries = entries(root)?;
-        let digests: Vec<Option<[u8; 32]>> = entries
-            .par_iter()
-            .map(|e| match e.kind {
-                Kind::File { .. } => file_sha256(&e.path).map(Some),
-                _ => Ok(None),
-            })
-            .collect::<Result<_, _>>()?;
+        let digests = file_digests(&entries)?;
         Ok(entries
             .into_iter()
             .zip(digests)
