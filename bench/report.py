@@ -90,6 +90,17 @@ def main():
             verdict(ratio(x, p) >= 1.5),
         ))
 
+    p, c = R("fetch-pybake"), R("fetch-curl")
+    if p and c:
+        rows.append((
+            "download + verify 200 MB, loopback",
+            fmt(p),
+            f"curl -o + sha256sum {fmt(c)}",
+            f"{ratio(p, c):.2f}x curl+sha256sum",
+            "<= 1.0x",
+            verdict(ratio(p, c) <= 1.0),
+        ))
+
     head = ("what", "pybake", "baselines", "ratio pybake/baseline", "goal", "result")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
