@@ -43,6 +43,24 @@ pub struct Options {
     pub fetch: FetchConfig,
 }
 
+impl Options {
+    fn builder<'a>(
+        &'a self,
+        store: &'a Store,
+        sandbox: &'a Sandbox,
+        cancel: &'a AtomicBool,
+    ) -> Builder<'a> {
+        Builder {
+            store,
+            sandbox,
+            fetch: &self.fetch,
+            jobs: self.cores,
+            keep_failed: self.keep_failed,
+            cancel,
+        }
+    }
+}
+
 /// What a realize of `targets` would do: each needed derivation with whether it is cached,
 /// in build order. A valid output needs nothing below it, as in Nix.
 pub fn plan<'d, 'a>(
@@ -145,14 +163,7 @@ pub fn realize(
         .collect();
 
     let cancel = AtomicBool::new(false);
-    let builder = Builder {
-        store,
-        sandbox,
-        fetch: &opts.fetch,
-        jobs: opts.cores,
-        keep_failed: opts.keep_failed,
-        cancel: &cancel,
-    };
+    let builder = opts.builder(store, sandbox, &cancel);
     let mut stopped = false;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Done>();
@@ -267,14 +278,7 @@ pub fn check(
         .map(|d| (d.name.as_str(), by_name[d.name.as_str()].store_name.clone()))
         .collect();
     let cancel = AtomicBool::new(false);
-    let builder = Builder {
-        store,
-        sandbox,
-        fetch: &opts.fetch,
-        jobs: opts.cores,
-        keep_failed: opts.keep_failed,
-        cancel: &cancel,
-    };
+    let builder = opts.builder(store, sandbox, &cancel);
     let _lock = store.lock(&drv.store_name)?;
     let job = job(store, drv, deps)?;
     let total = drv.recipe.steps.len();
