@@ -40,8 +40,10 @@ pub struct LockedSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub sha256: SourceHash,
-    /// Bytes (for a directory: the sum of its files).
-    pub size: u64,
+    /// Bytes (for a directory: the sum of its files). Absent for a download that `pybake lock`
+    /// could not fetch (it says so when it writes the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// For a download: its URL followed by its mirrors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
@@ -163,13 +165,13 @@ impl Lockfile {
                                 .to_string(),
                         ),
                         sha256: *h,
-                        size: tree_size(path),
+                        size: Some(tree_size(path)),
                         urls: vec![],
                     },
                     Origin::Url { urls, .. } => LockedSource {
                         path: None,
                         sha256: *h,
-                        size: size_of(h).unwrap_or(0),
+                        size: size_of(h),
                         urls: urls.clone(),
                     },
                 })
@@ -319,7 +321,7 @@ mod tests {
                 sources: vec![LockedSource {
                     path: None,
                     sha256: SourceHash::of(b"s"),
-                    size: 3,
+                    size: Some(3),
                     urls: vec!["https://example.org/z.tar.gz".into()],
                 }],
                 version: "1.2.13".into(),

@@ -355,3 +355,28 @@ fn unknown_lockfile_format_is_refused() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("format 7"), "{}", r.stderr);
 }
+
+#[test]
+fn lock_records_an_unreachable_source_without_size_and_says_so() {
+    let tgz = tarball("x\n");
+    let p = Project::new();
+    url_recipe(
+        &p,
+        "gone",
+        &support::refused_url("/gone.tar.gz"),
+        &sha256_hex(&tgz),
+        &[],
+    );
+    let r = p.run(&["lock"]).ok();
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("gone.tar.gz"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("lockfile.json")).unwrap())
+            .unwrap();
+    let src = &v["recipes"]["gone"]["sources"][0];
+    assert_eq!(src["sha256"], format!("sha256:{}", sha256_hex(&tgz)));
+    assert!(src.get("size").is_none(), "{src}");
+}

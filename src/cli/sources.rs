@@ -45,15 +45,22 @@ fn all_or(ctx: &Context, names: &[String]) -> Vec<String> {
     }
 }
 
-/// Makes sure every URL source of `names`' closure is in the store.
-fn fetch_closure(ctx: &Context, g: &Global, names: &[String]) -> anyhow::Result<usize> {
+/// Makes sure every URL source of `names`' closure is in the store. With `tolerate`, a source
+/// that cannot be fetched is reported and skipped instead of stopping everything; the result
+/// counts the sources fetched and those skipped.
+fn fetch_closure(
+    ctx: &Context,
+    g: &Global,
+    names: &[String],
+    tolerate: bool,
+) -> anyhow::Result<(usize, usize)> {
     let cfg = fetch_config(g);
     let drvs = ctx.derivations(names)?;
-    let mut n = 0;
+    let (mut ok, mut skipped) = (0, 0);
     for d in &drvs {
         for (s, h) in d.recipe.sources.iter().zip(&d.source_hashes) {
             if let Origin::Url { urls, .. } = &s.origin {
-                fetch::fetch(
+                let got = fetch::fetch(
                     &cfg,
                     &ctx.store.sources_dir(),
                     &ctx.store.tmp_dir(),
@@ -62,18 +69,25 @@ fn fetch_closure(ctx: &Context, g: &Global, names: &[String]) -> anyhow::Result<
                         urls,
                         sha256: *h,
                     },
-                )?;
-                n += 1;
+                );
+                match got {
+                    Ok(_) => ok += 1,
+                    Err(e) if tolerate => {
+                        skipped += 1;
+                        eprintln!("pybake: warning: {e}\n  (its size is left out of the lockfile and its sha256 is not verified)");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
-    Ok(n)
+    Ok((ok, skipped))
 }
 
 pub fn fetch(g: &Global, a: &FetchArgs) -> anyhow::Result<i32> {
     let ctx = Context::load(g)?;
     let names = all_or(&ctx, &a.names);
-    let n = fetch_closure(&ctx, g, &names)?;
+    let (n, _) = fetch_closure(&ctx, g, &names, false)?;
     eprintln!("pybake: {n} source(s) in the store");
     Ok(0)
 }
@@ -95,13 +109,15 @@ pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
     for name in &a.update {
         ctx.set.get(name)?;
     }
-    // Sizes come from the stored files, so every source is fetched (and verified) first.
+    // Sizes come from the stored files, so every source is fetched (and verified) first. A
+    // source that cannot be fetched here (an alternative toolchain behind a firewall, say)
+    // does not stop the lock: its pin is still recorded, without a size.
     let targets = if a.update.is_empty() {
         all.clone()
     } else {
         a.update.clone()
     };
-    fetch_closure(&ctx, g, &targets)?;
+    fetch_closure(&ctx, g, &targets, true)?;
     let fresh = ctx.lock_entries(&all)?;
     let lock = if a.update.is_empty() {
         fresh
