@@ -9,8 +9,11 @@ cp build/python.js build/python.wasm "$out/bin/"
 [ ! -e build/python.worker.js ] || cp build/python.worker.js "$out/bin/"
 cat > "$out/bin/python3" <<'EOS'
 #!/bin/sh
-# python.js finds its stdlib relative to itself (argv[0] is the script path under node)
-exec node "$(dirname "$(readlink -f "$0")")/python.js" "$@"
+# python.js finds its stdlib relative to itself (argv[0] is the script path under node).
+# --stack-size: with -sSTACK_SIZE=5MB deep recursion hits V8's own ~1 MB JS stack limit
+# first ("RangeError: Maximum call stack size exceeded", e.g. test_io); 4000 KB stays
+# below the default 8 MB thread stack.
+exec node --stack-size=4000 "$(dirname "$(readlink -f "$0")")/python.js" "$@"
 EOS
 chmod 755 "$out/bin/python3"
 # smoke test from an unrelated cwd
