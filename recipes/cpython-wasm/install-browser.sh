@@ -1,5 +1,6 @@
 # Install step of cpython-browser (run from /build/work, build tree in ./build).
 # $out: python.html python.js python.wasm python.data python.worker.js xterm/ serve.py
+mkdir -p "$out"  # pybake, like Nix, does not create $out
 cd build
 cp python.html python.js python.wasm python.data python.worker.js "$out/"
 mkdir -p "$out/xterm/lib" "$out/xterm/css"
