@@ -31,7 +31,10 @@ pub struct RealizeArgs {
     /// is identical to the stored one (or which files differ). Exit code 1 if any differs.
     #[arg(long)]
     pub check: bool,
-    /// Print a JSON summary on stdout instead of store paths.
+    /// Print a JSON summary on stdout instead of store paths:
+    /// `{"results": [{"name", "path", "status", "seconds"}]}` for every recipe the run needed,
+    /// with status `built`, `cached`, `failed` or `skipped` (a dependency failed, or the run
+    /// stopped at another failure).
     #[arg(long)]
     pub json: bool,
     /// Isolation of build steps: bubblewrap when it works (auto), always (on), never (off).
