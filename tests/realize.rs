@@ -255,6 +255,15 @@ fn check_rebuilds_and_reports_identical_or_the_differing_files() {
         r.stderr
     );
     assert!(r.stderr.contains("\n  when\n"), "{}", r.stderr);
+    let r = p.run(&["realize", "--check", "--keep-failed", "stamp"]);
+    assert_eq!(r.code, 1);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("rebuilt output is kept at "))
+        .expect(&r.stderr);
+    let kept = line.split("kept at ").nth(1).unwrap();
+    assert!(std::path::Path::new(kept).join("when").is_file(), "{kept}");
     // The stored output is untouched by a check.
     assert!(p.run(&["plan", "stamp"]).ok().stdout.starts_with("cached"));
 }

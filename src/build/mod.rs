@@ -133,6 +133,8 @@ pub struct Check {
     pub output_hash: OutputHash,
     /// Relative paths that differ between the stored and the rebuilt output (empty: identical).
     pub differences: Vec<String>,
+    /// Where the rebuilt output was kept (`--keep-failed` and differences found).
+    pub kept: Option<PathBuf>,
 }
 
 /// One derivation to build, with the store names of what it may see.
@@ -208,6 +210,7 @@ impl Builder<'_> {
                 return Ok(Built::Compared(Check {
                     output_hash: meta.output_hash,
                     differences,
+                    kept: None,
                 }));
             }
             self.store.insert(&built, name, &meta)?;
@@ -217,6 +220,11 @@ impl Builder<'_> {
             Err(e) if self.keep_failed => {
                 let kept = tmp.keep();
                 Err(with_kept(e, &kept))
+            }
+            // A check that found differences keeps the rebuilt output for comparison.
+            Ok(Built::Compared(mut c)) if self.keep_failed && !c.differences.is_empty() => {
+                c.kept = Some(tmp.keep().join("store").join(name.as_str()));
+                Ok(Built::Compared(c))
             }
             other => {
                 // Outputs are read-only; TempDir's drop cannot remove them.

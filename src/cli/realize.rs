@@ -21,7 +21,8 @@ pub struct RealizeArgs {
     /// After a failure, go on building everything that does not depend on it.
     #[arg(long)]
     pub keep_going: bool,
-    /// Keep the build directory of a failed build and print where it is.
+    /// Keep the build directory of a failed build (and, with --check, the rebuilt output that
+    /// differs) and print where it is.
     #[arg(long)]
     pub keep_failed: bool,
     /// Fail before building anything if the recipes and lockfile.json disagree (for CI).
@@ -208,6 +209,12 @@ fn check(
                 );
                 for d in c.differences.iter().take(50) {
                     eprintln!("  {d}");
+                }
+                match &c.kept {
+                    Some(k) => eprintln!("  the rebuilt output is kept at {}", k.display()),
+                    None => {
+                        eprintln!("  (add --keep-failed to keep the rebuilt output for comparison)")
+                    }
                 }
             }
             Err(e) => {
