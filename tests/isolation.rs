@@ -174,3 +174,19 @@ fn sandbox_on_fails_clearly_without_bwrap() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("bubblewrap"), "{}", r.stderr);
 }
+
+#[test]
+fn sources_have_the_fixed_mtime_whenever_they_were_unpacked() {
+    let p = hello_project();
+    p.recipe(
+        "mtimes",
+        "name = \"mtimes\"\nversion = \"1\"\nsteps = [\"mkdir -p $out && stat -c '%Y %n' $src $src/hello.c > $out/mtimes\"]\n[[sources]]\npath = \"hello-src\"\n",
+    );
+    let path = p
+        .run(&["realize", "--sandbox", "off", "mtimes"])
+        .ok()
+        .line();
+    let text = std::fs::read_to_string(format!("{path}/mtimes")).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("315532800 ")), "{text}");
+}

@@ -4,6 +4,10 @@
 //! contents are copied there, an archive with `unpack = true` is unpacked there (its single
 //! top-level directory stripped), any other file is copied there under its own file name.
 //! Two sources may share a `dest` as long as they do not write the same file.
+//!
+//! Afterwards every entry under `$src` gets the mtime `SOURCE_DATE_EPOCH`, as Nix gives store
+//! paths a fixed mtime: tools that record a source's mtime (Python's timestamp-based .pyc files,
+//! for one) then write the same bytes in every build, whenever the sources were unpacked.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,17 @@ use crate::recipe::{Origin, Recipe};
 use crate::store::Store;
 
 pub fn prepare(
+    recipe: &Recipe,
+    hashes: &[SourceHash],
+    store: &Store,
+    fetch: &FetchConfig,
+    src_dir: &Path,
+) -> Result<(), BuildError> {
+    lay_out(recipe, hashes, store, fetch, src_dir)?;
+    set_mtimes(src_dir)
+}
+
+fn lay_out(
     recipe: &Recipe,
     hashes: &[SourceHash],
     store: &Store,
@@ -53,6 +68,40 @@ pub fn prepare(
         } else {
             let target = dest.join(source.origin.file_name());
             copy_file(&file, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the mtime (and atime) of everything under `root`, links themselves included, to
+/// `SOURCE_DATE_EPOCH`; directories after their contents.
+fn set_mtimes(root: &Path) -> Result<(), BuildError> {
+    use std::os::unix::ffi::OsStrExt;
+    let epoch: libc::time_t = super::SOURCE_DATE_EPOCH.parse().unwrap_or(0);
+    let times = [libc::timespec {
+        tv_sec: epoch,
+        tv_nsec: 0,
+    }; 2];
+    for e in walkdir::WalkDir::new(root).contents_first(true) {
+        let e = e.map_err(|e| BuildError::Io {
+            path: e.path().unwrap_or(root).to_path_buf(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("walk failed")),
+        })?;
+        let c = std::ffi::CString::new(e.path().as_os_str().as_bytes())
+            .map_err(|_| io(e.path())(std::io::Error::other("path contains NUL")))?;
+        // SAFETY: a valid C string and two timespecs, as utimensat(2) expects.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io(e.path())(std::io::Error::last_os_error()));
         }
     }
     Ok(())
