@@ -98,10 +98,7 @@ fn outputs_are_read_only_and_have_metadata() {
     assert_eq!(mode("bin"), 0o555);
 
     let name = path.rsplit('/').next().unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.store().join(".pybake/meta").join(format!("{name}.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = meta_of(&p.store(), name);
     assert!(meta["drv_hash"]
         .as_str()
         .unwrap()

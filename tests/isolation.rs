@@ -122,10 +122,7 @@ fn sandboxed_build_sees_canonical_paths_no_network_and_a_read_only_store() {
     assert_eq!(read(&path, "dep-store"), "read-only\n");
 
     // Reference scanning: the output mentions greeting's path, so it references it.
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.store().join(".pybake/meta").join(format!("{name}.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = meta_of(&p.store(), name);
     let refs = meta["references"].as_array().unwrap();
     assert_eq!(refs.len(), 1, "{meta}");
     assert!(refs[0].as_str().unwrap().ends_with("-greeting-1"));
@@ -152,10 +149,7 @@ fn unsandboxed_build_warns_and_records_host_paths() {
     );
 
     let name = path.rsplit('/').next().unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.store().join(".pybake/meta").join(format!("{name}.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = meta_of(&p.store(), name);
     assert_eq!(meta["sandboxed"], false);
     let host = meta["host_paths"].as_object().unwrap();
     assert!(!host.is_empty(), "host-specific paths recorded: {meta}");

@@ -61,6 +61,13 @@ impl Project {
     }
 }
 
+/// The metadata JSON of the output named by its store path (as `realize` prints it).
+pub fn meta_of(store: &Path, store_path: &str) -> serde_json::Value {
+    let name = store_path.rsplit('/').next().unwrap();
+    let bytes = std::fs::read(store.join(".pybake/meta").join(format!("{name}.json"))).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 pub fn statuses(json: &str) -> Vec<(String, String)> {
     let v: serde_json::Value = serde_json::from_str(json).expect("json summary");
     v["results"]
