@@ -231,3 +231,119 @@ fn concurrent_realizes_share_one_build() {
         "{all:?}"
     );
 }
+
+/// Processes whose command line contains `tag`, other than ones we know are unrelated.
+fn processes_with(tag: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        // The zombie-free check: a process that is already dead has an empty cmdline.
+        if cmd.contains(tag) {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn wait_until_gone(tag: &str) -> Vec<String> {
+    let t = Instant::now();
+    loop {
+        let left = processes_with(tag);
+        if left.is_empty() || t.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A recipe whose step starts a tree of processes: a background child, a grandchild that
+/// outlives its parent shell, and one in a session of its own, all with `tag` in their command
+/// lines; it touches `started` once they run.
+fn process_tree_project(tag: &str, started: &std::path::Path) -> Project {
+    let p = Project::new();
+    p.recipe(
+        "tree",
+        &format!(
+            r#"name = "tree"
+version = "1"
+steps = [
+  "mkdir -p $out",
+  "sh -c 'sleep {tag}1' & sh -c '(sleep {tag}2 &) ; sleep {tag}3' & setsid sh -c 'sleep {tag}4' & sleep 0.2; touch {started}; wait",
+]
+"#,
+            started = started.display()
+        ),
+    );
+    p
+}
+
+#[test]
+fn killing_pybake_kills_every_process_of_an_unsandboxed_step() {
+    for (i, sig) in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGKILL]
+        .into_iter()
+        .enumerate()
+    {
+        // A tag no other test or process uses: `sleep` takes it as a long duration.
+        let tag = format!("9{}{}7", std::process::id() % 1000, i);
+        let marker = tempfile::tempdir().unwrap();
+        let started = marker.path().join("started");
+        let p = process_tree_project(&tag, &started);
+        let mut child = p
+            .cmd(&["realize", "--sandbox", "off", "tree"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !started.exists() {
+            assert!(t.elapsed() < Duration::from_secs(30), "step never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!processes_with(&tag).is_empty(), "the step's processes run");
+        unsafe { libc::kill(child.id() as i32, sig) };
+        child.wait().unwrap();
+        let left = wait_until_gone(&tag);
+        assert!(
+            left.is_empty(),
+            "signal {sig}: processes left running: {left:?}"
+        );
+    }
+}
+
+#[test]
+fn a_step_that_leaves_processes_behind_has_them_killed_when_it_ends() {
+    let tag = format!("8{}7", std::process::id() % 1000);
+    let p = Project::new();
+    p.recipe(
+        "daemon",
+        &format!(
+            "name = \"daemon\"\nversion = \"1\"\nsteps = [\"sleep {tag} > /dev/null 2>&1 &\", \"mkdir -p $out\"]\n"
+        ),
+    );
+    p.run(&["realize", "--sandbox", "off", "daemon"]).ok();
+    let left = wait_until_gone(&tag);
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}
+
+#[test]
+fn a_step_killed_by_a_signal_is_reported_as_such() {
+    let p = Project::new();
+    p.recipe(
+        "selfkill",
+        "name = \"selfkill\"\nversion = \"1\"\nsteps = [\"kill -9 $$\"]\n",
+    );
+    // The supervisor of an unsandboxed step dies the way the step did.
+    let r = p.run(&["realize", "--sandbox", "off", "selfkill"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("failed with signal 9"), "{}", r.stderr);
+}

@@ -83,17 +83,10 @@ fn assert_documented_env(env: &str) {
 
 #[test]
 fn sandboxed_build_sees_canonical_paths_no_network_and_a_read_only_store() {
-    if !bwrap_works() {
-        // The unsandboxed test below covers this machine; .ci/run installs bubblewrap.
-        eprintln!(
-            "bubblewrap does not work here; see unsandboxed_build_warns_and_records_host_paths"
-        );
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have a working bubblewrap"
-        );
-        return;
-    }
+    assert!(
+        bwrap_works(),
+        "bubblewrap must work on this machine (scripts/install-deps installs it)"
+    );
     let (p, path, r) = probe("on", None);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
@@ -183,4 +176,93 @@ fn sources_have_the_fixed_mtime_whenever_they_were_unpacked() {
     let text = std::fs::read_to_string(format!("{path}/mtimes")).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.lines().all(|l| l.starts_with("315532800 ")), "{text}");
+}
+
+/// A step that looks for ways out: host secrets, host sysctls, capabilities, user namespaces.
+fn escape_probe() -> Project {
+    let p = Project::new();
+    p.recipe(
+        "escape",
+        r#"name = "escape"
+version = "1"
+steps = [
+  "mkdir -p $out",
+  "if cat /etc/shadow > /dev/null 2>&1; then echo readable; else echo unreadable; fi > $out/shadow",
+  "if echo 1 > /proc/sys/vm/drop_caches 2>/dev/null; then echo written; else echo refused; fi > $out/sysctl",
+  "grep ^CapEff /proc/self/status > $out/caps",
+  "id -u > $out/uid; id -g > $out/gid; id -un > $out/user",
+  "ls /etc > $out/etc",
+  "if unshare -U true 2>/dev/null; then echo created; else echo refused; fi > $out/userns",
+  "touch $out/owned-by-step",
+]
+"#,
+    );
+    p
+}
+
+#[test]
+fn a_sandboxed_step_is_unprivileged_and_sees_no_host_secrets() {
+    assert!(
+        bwrap_works(),
+        "bubblewrap must work on this machine (scripts/install-deps installs it)"
+    );
+    let p = escape_probe();
+    let path = p.run(&["realize", "--sandbox", "on", "escape"]).ok().line();
+    assert_eq!(read(&path, "shadow"), "unreadable\n");
+    assert_eq!(read(&path, "sysctl"), "refused\n");
+    assert_eq!(read(&path, "caps"), "CapEff:\t0000000000000000\n");
+    assert_eq!(read(&path, "uid"), "1000\n");
+    assert_eq!(read(&path, "gid"), "1000\n");
+    assert_eq!(read(&path, "user"), "pybake\n");
+    assert_eq!(read(&path, "userns"), "refused\n");
+    // Only pybake's own files and the few host files a tool chain reads.
+    let etc: Vec<String> = read(&path, "etc").lines().map(String::from).collect();
+    let allowed = [
+        "alternatives",
+        "group",
+        "hosts",
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "passwd",
+    ];
+    assert!(etc.iter().all(|e| allowed.contains(&e.as_str())), "{etc:?}");
+    assert!(etc.contains(&"passwd".to_string()), "{etc:?}");
+    // Stored outputs belong to whoever runs pybake, whoever the step ran as.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(format!("{path}/owned-by-step")).unwrap();
+    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+}
+
+#[test]
+fn as_root_a_step_runs_as_the_unprivileged_build_user_on_the_host() {
+    // The host uid is only visible from outside: a failed build's kept directory holds what
+    // the step wrote, owned by the user it ran as.
+    assert!(bwrap_works(), "bubblewrap must work on this machine");
+    let p = Project::new();
+    p.recipe(
+        "fails",
+        "name = \"fails\"\nversion = \"1\"\nsteps = [\"touch /build/work/made-by-step\", \"false\"]\n",
+    );
+    let r = p.run(&["realize", "--sandbox", "on", "--keep-failed", "fails"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let kept = r
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("build directory kept at "))
+        .expect("kept directory named")
+        .to_string();
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("{kept}/build/work/made-by-step"))
+        .unwrap()
+        .uid();
+    let me = unsafe { libc::geteuid() };
+    if me == 0 {
+        assert_eq!(
+            owner, 30000,
+            "root's steps run as the build user, uid 30000"
+        );
+    } else {
+        assert_eq!(owner, me, "a user's steps run as that user");
+    }
 }

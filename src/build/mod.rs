@@ -6,10 +6,12 @@
 //! `build/src` (`$src`), `build/work` (where steps run), `build/home` (`$HOME`), `build/tmp`
 //! (`$TMPDIR`), and `store/` (seen as the store; the step creates `store/<store name>` = `$out`).
 
+mod build_user;
 mod env;
 mod sandbox;
 mod scan;
 mod sources;
+pub mod supervise;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -105,6 +107,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     }
 }
 
+/// The host directories of one build (see the module doc).
+struct Dirs<'a> {
+    build: &'a Path,
+    store_view: &'a Path,
+    etc: &'a Path,
+}
+
 /// What stays the same for every build of one `realize`.
 pub struct Builder<'a> {
     pub store: &'a Store,
@@ -178,6 +187,7 @@ impl Builder<'_> {
         let tmp = self.store.fresh_tmp(name)?;
         let build_dir = tmp.path().join("build");
         let store_view = tmp.path().join("store");
+        let etc_dir = tmp.path().join("etc");
         for d in ["src", "work", "home", "tmp"] {
             std::fs::create_dir_all(build_dir.join(d)).map_err(io(&build_dir))?;
         }
@@ -188,7 +198,12 @@ impl Builder<'_> {
         }
         let mut log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
 
-        let result = self.run(job, &build_dir, &store_view, &mut log, &log_path, on_step);
+        let dirs = Dirs {
+            build: &build_dir,
+            store_view: &store_view,
+            etc: &etc_dir,
+        };
+        let result = self.run(job, &dirs, &mut log, &log_path, on_step);
         let result = result.and_then(|()| {
             let built = store_view.join(name.as_str());
             if !built.is_dir() {
@@ -197,6 +212,10 @@ impl Builder<'_> {
                     log: log_path.clone(),
                     kept: String::new(),
                 });
+            }
+            // Built by the build user; stored as root's, like every other output.
+            if self.sandbox.build_user().is_some() {
+                build_user::chown_tree(&built, 0, 0).map_err(io(&built))?;
             }
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
             meta.build_seconds = started.elapsed().as_secs_f64();
@@ -237,12 +256,12 @@ impl Builder<'_> {
     fn run(
         &self,
         job: &Job,
-        build_dir: &Path,
-        store_view: &Path,
+        dirs: &Dirs,
         log: &mut std::fs::File,
         log_path: &Path,
         on_step: &dyn Fn(usize, &str),
     ) -> Result<(), BuildError> {
+        let (build_dir, store_view) = (dirs.build, dirs.store_view);
         let recipe = job.drv.recipe;
         sources::prepare(
             recipe,
@@ -251,9 +270,19 @@ impl Builder<'_> {
             self.fetch,
             &build_dir.join("src"),
         )?;
+        if self.sandbox.is_on() {
+            sandbox::write_etc(dirs.etc).map_err(io(dirs.etc))?;
+        }
+        // The step runs as the build user, who must be able to write what it is given.
+        if let Some((uid, gid)) = self.sandbox.build_user() {
+            for d in [build_dir, store_view] {
+                build_user::chown_tree(d, uid, gid).map_err(io(d))?;
+            }
+        }
         let mounts = sandbox::Mounts {
             build_dir,
             store_view,
+            etc_dir: dirs.etc,
             inputs: job
                 .closure
                 .iter()
@@ -287,17 +316,29 @@ impl Builder<'_> {
             writeln!(log, "=== pybake: step {}/{total}: {step}", i + 1).map_err(io(log_path))?;
             let out_log = log.try_clone().map_err(io(log_path))?;
             let err_log = log.try_clone().map_err(io(log_path))?;
-            let mut cmd = self.sandbox.command(&mounts, "work", step);
+            let mut cmd = self
+                .sandbox
+                .command(&mounts, "work", step)
+                .map_err(|source| BuildError::Spawn {
+                    recipe: recipe.name.clone(),
+                    source,
+                })?;
             cmd.env_clear()
                 .envs(&env)
                 .stdin(Stdio::null())
                 .stdout(out_log)
                 .stderr(err_log);
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let status = run_cancellable(cmd, self.cancel).map_err(|source| BuildError::Spawn {
-                recipe: recipe.name.clone(),
-                source,
-            })?;
+            let how = if self.sandbox.is_on() {
+                Stop::KillGroup
+            } else {
+                Stop::AskSupervisor
+            };
+            let status =
+                run_cancellable(cmd, how, self.cancel).map_err(|source| BuildError::Spawn {
+                    recipe: recipe.name.clone(),
+                    source,
+                })?;
             let Some(status) = status else {
                 return Err(BuildError::Cancelled {
                     recipe: recipe.name.clone(),
@@ -378,29 +419,56 @@ fn with_kept(e: BuildError, kept: &Path) -> BuildError {
     }
 }
 
-/// Waits for the command, killing its process group if `cancel` is set. `None` when cancelled.
+/// How to stop a running step when the build is cancelled.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Kill its process group: bubblewrap leads it, and its death ends the whole sandbox.
+    KillGroup,
+    /// SIGTERM to the supervisor, which kills everything the step started (see [`supervise`]).
+    AskSupervisor,
+}
+
+/// How long a supervisor gets to clean up after SIGTERM before its group is killed outright.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for the command, stopping it if `cancel` is set. `None` when cancelled.
 fn run_cancellable(
     mut cmd: std::process::Command,
+    how: Stop,
     cancel: &AtomicBool,
 ) -> std::io::Result<Option<std::process::ExitStatus>> {
-    // If pybake dies, so does the step (bubblewrap takes its whole sandbox with it).
+    // If pybake dies, so does the step (bubblewrap takes its whole sandbox with it, the
+    // supervisor its whole tree). Set last: a change of uid clears it.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let sig = match how {
+                Stop::KillGroup => libc::SIGKILL,
+                Stop::AskSupervisor => libc::SIGTERM,
+            };
+            libc::prctl(libc::PR_SET_PDEATHSIG, sig);
             Ok(())
         });
     }
     let mut child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
     let exit = ExitWatch::new(child.id());
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         if cancel.load(Ordering::Relaxed) {
-            // SAFETY: plain syscall; the child leads its own process group.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            // SAFETY: plain syscalls; the child leads its own process group.
+            if let Stop::AskSupervisor = how {
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = Instant::now() + SUPERVISOR_GRACE;
+                while Instant::now() < deadline {
+                    if child.try_wait()?.is_some() {
+                        return Ok(None);
+                    }
+                    exit.wait(Duration::from_millis(50));
+                }
             }
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = child.wait();
             return Ok(None);
         }

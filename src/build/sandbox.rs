@@ -2,17 +2,39 @@
 //!
 //! Inside the sandbox every build sees the same paths on every machine: the build directory at
 //! [`BUILD_DIR`], the store at [`CANONICAL_STORE`] holding only the dependency closure (read-only)
-//! and the output being built (writable); `/usr` and `/etc` read-only, fresh `/dev`, `/proc` and
-//! `/tmp`, no network, a fixed host name, and every process killed when pybake dies.
+//! and the output being built (writable); `/usr` read-only, an `/etc` of pybake's making (a
+//! build user, `localhost`) plus the few host files a tool chain reads (see [`HOST_ETC`]), fresh
+//! `/dev`, `/proc` and `/tmp`, no network, a fixed host name, and every process killed when
+//! pybake dies.
+//!
+//! The step runs as uid/gid [`SANDBOX_UID`] with no capabilities, in a new session (no
+//! controlling terminal to inject input into), and cannot create user namespaces of its own.
+//! When pybake is root, the host side of that user is the unprivileged build user
+//! ([`super::build_user`]), never root.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use super::build_user::{self, Staging};
 pub use crate::store::CANONICAL_STORE;
 
 /// Where the build directory appears inside the sandbox.
 pub const BUILD_DIR: &str = "/build";
+
+/// The uid and gid a step has inside the sandbox (`pybake` in its `/etc/passwd`).
+pub const SANDBOX_UID: u32 = 1000;
+
+/// Host files under `/etc` a build on the host's `/usr` may read, bound read-only when they
+/// exist: Debian's `cc`, `c++` and `awk` are links through `/etc/alternatives`, and the dynamic
+/// loader reads its cache. Nothing else of the host's `/etc` (no `shadow`, no keys) is visible.
+pub const HOST_ETC: &[&str] = &[
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SandboxMode {
@@ -26,8 +48,14 @@ pub enum SandboxMode {
 
 #[derive(Debug, Clone)]
 pub enum Sandbox {
-    Bwrap { program: PathBuf },
-    Off { why: String },
+    Bwrap {
+        program: PathBuf,
+        /// The host uid/gid bubblewrap runs as when pybake is root.
+        build_user: Option<(u32, u32)>,
+    },
+    Off {
+        why: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,30 +70,79 @@ pub struct Mounts<'a> {
     pub build_dir: &'a Path,
     /// Host directory that appears as [`CANONICAL_STORE`]; the output is created inside it.
     pub store_view: &'a Path,
+    /// Host directory holding the generated `passwd`, `group` and `hosts` (see [`write_etc`]).
+    pub etc_dir: &'a Path,
     /// Host store paths of the dependency closure, each bound read-only under the store view.
     pub inputs: Vec<(PathBuf, String)>,
 }
 
-fn probe(program: &Path) -> Result<(), String> {
-    let out = Command::new(program)
-        .args([
-            "--unshare-all",
-            "--die-with-parent",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-        ])
-        .args(["--proc", "/proc", "true"])
+/// Writes the sandbox's `/etc/passwd`, `/etc/group` and `/etc/hosts` into `dir`.
+pub fn write_etc(dir: &Path) -> io::Result<()> {
+    let u = SANDBOX_UID;
+    let files = [
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\npybake:x:{u}:{u}:pybake build user:{BUILD_DIR}/home:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        ("group", format!("root:x:0:\npybake:x:{u}:\nnogroup:x:65534:\n")),
+        ("hosts", "127.0.0.1 localhost pybake\n::1 localhost\n".to_string()),
+    ];
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// The flags every sandbox gets, whatever it binds.
+fn isolation_args(c: &mut Command) {
+    let id = SANDBOX_UID.to_string();
+    c.args([
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "pybake",
+        "--cap-drop",
+        "ALL",
+        "--uid",
+        &id,
+        "--gid",
+        &id,
+    ]);
+}
+
+fn probe(program: &Path, build_user: Option<(u32, u32)>) -> Result<(), String> {
+    let mut c = Command::new(program);
+    isolation_args(&mut c);
+    c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+    if let Some((uid, gid)) = build_user {
+        // The same staging a build uses, on a directory that always exists.
+        let mut staging = Staging::new(uid, gid);
+        let staged = staging
+            .stage(Path::new("/usr"))
+            .map_err(|e| format!("cannot prepare the build user's view: {e}"))?;
+        staging.install(&mut c);
+        c.arg("--ro-bind").arg(staged).arg("/mnt");
+    }
+    let out = c
+        .arg("true")
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
     if out.status.success() {
         Ok(())
     } else {
+        let as_user = match build_user {
+            Some((uid, _)) => format!(" as the build user (uid {uid})"),
+            None => String::new(),
+        };
         Err(format!(
-            "{} does not work here ({}): {}",
+            "{} does not work here{as_user} ({}): {}",
             program.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -95,14 +172,20 @@ impl Sandbox {
                 why: "--sandbox off was given".into(),
             });
         }
-        let detected = AUTO.get_or_init(|| match find_bwrap() {
-            None => Sandbox::Off {
-                why: "bubblewrap (bwrap) is not installed".into(),
-            },
-            Some(program) => match probe(&program) {
-                Ok(()) => Sandbox::Bwrap { program },
-                Err(why) => Sandbox::Off { why },
-            },
+        let detected = AUTO.get_or_init(|| {
+            let build_user = build_user::for_this_process();
+            match find_bwrap() {
+                None => Sandbox::Off {
+                    why: "bubblewrap (bwrap) is not installed".into(),
+                },
+                Some(program) => match probe(&program, build_user) {
+                    Ok(()) => Sandbox::Bwrap {
+                        program,
+                        build_user,
+                    },
+                    Err(why) => Sandbox::Off { why },
+                },
+            }
         });
         match (mode, detected) {
             (SandboxMode::On, Sandbox::Off { why }) => Err(SandboxUnavailable { why: why.clone() }),
@@ -114,6 +197,14 @@ impl Sandbox {
         matches!(self, Sandbox::Bwrap { .. })
     }
 
+    /// The host uid/gid that must own the build directory for the step to write it.
+    pub fn build_user(&self) -> Option<(u32, u32)> {
+        match self {
+            Sandbox::Bwrap { build_user, .. } => *build_user,
+            Sandbox::Off { .. } => None,
+        }
+    }
+
     /// The build directory as the step sees it.
     pub fn build_dir_seen(&self, m: &Mounts) -> PathBuf {
         match self {
@@ -123,52 +214,73 @@ impl Sandbox {
     }
 
     /// A command that runs `sh -eu -c step` with the build's view of the file system.
-    /// The caller sets the environment, working directory inside the build dir, and stdio.
-    pub fn command(&self, m: &Mounts, cwd_rel: &str, step: &str) -> Command {
-        match self {
+    /// The caller sets the environment and stdio. Without the sandbox the shell runs under a
+    /// supervisor (see [`super::supervise`]) in `build_dir/cwd_rel`.
+    pub fn command(&self, m: &Mounts, cwd_rel: &str, step: &str) -> io::Result<Command> {
+        let (program, build_user) = match self {
             Sandbox::Off { .. } => {
-                let mut c = Command::new("/bin/sh");
-                c.args(["-eu", "-c", step])
-                    .current_dir(m.build_dir.join(cwd_rel));
-                c
+                let mut c = super::supervise::command("/bin/sh", &["-eu", "-c", step]);
+                c.current_dir(m.build_dir.join(cwd_rel));
+                return Ok(c);
             }
-            Sandbox::Bwrap { program } => {
-                let mut c = Command::new(program);
-                c.args(["--unshare-all", "--die-with-parent", "--hostname", "pybake"]);
-                c.args(["--ro-bind", "/usr", "/usr"]);
-                // Mirror the host's merged-/usr symlinks (or bind the real directories).
-                for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-                    match std::fs::read_link(top) {
-                        Ok(target) => {
-                            c.arg("--symlink").arg(target).arg(top);
-                        }
-                        Err(_) if Path::new(top).is_dir() => {
-                            c.args(["--ro-bind", top, top]);
-                        }
-                        Err(_) => {}
-                    }
+            Sandbox::Bwrap {
+                program,
+                build_user,
+            } => (program, build_user),
+        };
+        let mut c = Command::new(program);
+        // Host paths as bubblewrap will see them: staged when it runs as the build user.
+        let mut staging = build_user.map(|(uid, gid)| Staging::new(uid, gid));
+        let mut seen = |host: &Path| -> io::Result<PathBuf> {
+            match &mut staging {
+                Some(s) => s.stage(host),
+                None => Ok(host.to_path_buf()),
+            }
+        };
+        let build_dir = seen(m.build_dir)?;
+        let store_view = seen(m.store_view)?;
+        let etc_dir = seen(m.etc_dir)?;
+        let inputs = m
+            .inputs
+            .iter()
+            .map(|(host, name)| Ok((seen(host)?, name)))
+            .collect::<io::Result<Vec<_>>>()?;
+
+        isolation_args(&mut c);
+        c.args(["--ro-bind", "/usr", "/usr"]);
+        // Mirror the host's merged-/usr symlinks (or bind the real directories).
+        for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            match std::fs::read_link(top) {
+                Ok(target) => {
+                    c.arg("--symlink").arg(target).arg(top);
                 }
-                c.args([
-                    "--ro-bind",
-                    "/etc",
-                    "/etc",
-                    "--dev",
-                    "/dev",
-                    "--proc",
-                    "/proc",
-                ]);
-                c.args(["--tmpfs", "/tmp"]);
-                c.arg("--bind").arg(m.build_dir).arg(BUILD_DIR);
-                c.arg("--bind").arg(m.store_view).arg(CANONICAL_STORE);
-                for (host, name) in &m.inputs {
-                    c.arg("--ro-bind")
-                        .arg(host)
-                        .arg(format!("{CANONICAL_STORE}/{name}"));
+                Err(_) if Path::new(top).is_dir() => {
+                    c.args(["--ro-bind", top, top]);
                 }
-                c.arg("--chdir").arg(format!("{BUILD_DIR}/{cwd_rel}"));
-                c.args(["--", "/bin/sh", "-eu", "-c", step]);
-                c
+                Err(_) => {}
             }
         }
+        for f in ["passwd", "group", "hosts"] {
+            c.arg("--ro-bind")
+                .arg(etc_dir.join(f))
+                .arg(format!("/etc/{f}"));
+        }
+        for host in HOST_ETC {
+            c.args(["--ro-bind-try", host, host]);
+        }
+        c.args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+        c.arg("--bind").arg(&build_dir).arg(BUILD_DIR);
+        c.arg("--bind").arg(&store_view).arg(CANONICAL_STORE);
+        for (host, name) in &inputs {
+            c.arg("--ro-bind")
+                .arg(host)
+                .arg(format!("{CANONICAL_STORE}/{name}"));
+        }
+        c.arg("--chdir").arg(format!("{BUILD_DIR}/{cwd_rel}"));
+        c.args(["--", "/bin/sh", "-eu", "-c", step]);
+        if let Some(s) = staging {
+            s.install(&mut c);
+        }
+        Ok(c)
     }
 }

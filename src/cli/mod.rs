@@ -111,6 +111,18 @@ pub enum Command {
     ///
     /// This is the hash a `path` source or an output gets (docs/store.md).
     Hash(query::HashArgs),
+    /// Internal: runs an unsandboxed build step and kills whatever it leaves running.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SuperviseArgs {
+    /// The pybake process the step belongs to.
+    parent: i32,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<std::ffi::OsString>,
 }
 
 /// Recipes, graph and store, loaded once per command.
@@ -159,6 +171,9 @@ impl Context {
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
+        Command::Supervise(a) => {
+            return crate::build::supervise::run(a.parent, &a.command[0], &a.command[1..])
+        }
         Command::Realize(a) => realize::run(&cli.global, a),
         Command::Plan(t) => query::plan(&cli.global, t),
         Command::Path(t) => query::path(&cli.global, t),
