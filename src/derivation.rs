@@ -1,11 +1,17 @@
-//! Derivation hashes: what identifies a build (scheme `pybake-drv-v1`).
+//! Derivation hashes: what identifies a build (scheme `pybake-drv-v2`).
 //!
 //! The hash covers everything that can change an output and nothing else:
 //! the scheme version, the host platform, the recipe's name, version, steps and `[env]`, each
-//! source's destination, unpack flag and content hash, and each dependency's name and derivation
-//! hash (so a change anywhere below propagates to every dependent). It MUST NOT cover where the
+//! source's destination, unpack flag and content hash, each dependency's name and derivation
+//! hash (so a change anywhere below propagates to every dependent), and what the steps run on:
+//! the root recipe's derivation hash, or, for a host build (steps and no root), the host's
+//! identity ([`host_identity`]: the distribution and its version from `/etc/os-release`), since
+//! then the host's compiler and libraries shape the output. It MUST NOT cover where the
 //! recipes, the checkout or the store live, the recipe's file name, comments, formatting, key
 //! order, `description`, or whether the recipe was written out in full or through `extends`.
+//!
+//! v2 (from v1): the root or host identity; sources get the fixed mtime `SOURCE_DATE_EPOCH`
+//! and steps run as an unprivileged uid 1000, both of which change output bytes.
 
 use std::collections::BTreeMap;
 
@@ -13,11 +19,51 @@ use crate::hash::{tree, Canon, DrvHash, SourceHash};
 use crate::recipe::{Origin, Recipe, RecipeError};
 use crate::store::StoreName;
 
-pub const SCHEME: &str = "pybake-drv-v1";
+pub const SCHEME: &str = "pybake-drv-v2";
 
 /// The platform outputs are built for, e.g. `x86_64-linux`.
 pub fn host_platform() -> String {
     format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// What a host build's output depends on besides its recipe: the distribution and version the
+/// host's `/usr` comes from (`ID` and `VERSION_ID` of `/etc/os-release`, e.g. `debian 12`).
+/// Read once per process.
+pub fn host_identity() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let text = std::fs::read_to_string("/etc/os-release")
+            .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+            .unwrap_or_default();
+        identity_of(&text)
+    })
+}
+
+/// `ID VERSION_ID` from an os-release text (`VERSION_CODENAME` when there is no version, as on
+/// Debian testing; `unknown` for what is missing).
+fn identity_of(os_release: &str) -> String {
+    let field = |key: &str| {
+        os_release.lines().find_map(|l| {
+            let v = l.strip_prefix(key)?.strip_prefix('=')?;
+            Some(v.trim().trim_matches('"').to_string())
+        })
+    };
+    let id = field("ID").unwrap_or_else(|| "unknown".into());
+    let version = field("VERSION_ID")
+        .or_else(|| field("VERSION_CODENAME"))
+        .unwrap_or_else(|| "unknown".into());
+    format!("{id} {version}")
+}
+
+/// What a recipe's steps run on, as hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildsOn<'a> {
+    /// The output of the root recipe with this derivation hash.
+    Root(DrvHash),
+    /// The host's `/usr`, identified by [`host_identity`].
+    Host(&'a str),
+    /// Nothing: a recipe without steps runs nothing.
+    Nothing,
 }
 
 /// A recipe with its hash and store name.
@@ -42,7 +88,12 @@ pub fn derive_all<'a>(order: &[&'a Recipe]) -> Result<Vec<Derivation<'a>>, Recip
             .iter()
             .map(|d| (d.name.as_str(), done[d.name.as_str()]))
             .collect();
-        let hash = drv_hash(recipe, &source_hashes, &deps, &platform);
+        let on = match &recipe.root {
+            Some(root) => BuildsOn::Root(done[root.name.as_str()]),
+            None if recipe.is_host_build() => BuildsOn::Host(host_identity()),
+            None => BuildsOn::Nothing,
+        };
+        let hash = drv_hash(recipe, &source_hashes, &deps, &platform, on);
         done.insert(&recipe.name, hash);
         out.push(Derivation {
             recipe,
@@ -79,12 +130,18 @@ pub fn drv_hash(
     source_hashes: &[SourceHash],
     deps: &BTreeMap<&str, DrvHash>,
     platform: &str,
+    on: BuildsOn,
 ) -> DrvHash {
     let mut c = Canon::new();
     c.field("scheme", SCHEME)
         .field("platform", platform)
         .field("name", &recipe.name)
         .field("version", &recipe.version);
+    match on {
+        BuildsOn::Root(h) => c.str("root").bytes(h.as_bytes()),
+        BuildsOn::Host(id) => c.field("host", id),
+        BuildsOn::Nothing => c.str("nothing"),
+    };
     c.str("steps").str_list(&recipe.steps);
     c.str("env").str_map(&recipe.env);
     c.str("sources").u64(recipe.sources.len() as u64);
@@ -118,6 +175,7 @@ mod tests {
                 name: "greeting".into(),
                 line: Some(3),
             }],
+            root: None,
             steps: vec!["cc -o hello $src/hello.c".into()],
             env: BTreeMap::from([("GREETING".into(), "hi".into())]),
             sources: vec![Source {
@@ -134,16 +192,18 @@ mod tests {
         }
     }
 
+    const HOST: BuildsOn = BuildsOn::Host("debian 12");
+
     fn hash_of(r: &Recipe) -> DrvHash {
         let deps = BTreeMap::from([("greeting", DrvHash::of(b"dep"))]);
-        drv_hash(r, &[SourceHash::of(b"x")], &deps, "x86_64-linux")
+        drv_hash(r, &[SourceHash::of(b"x")], &deps, "x86_64-linux", HOST)
     }
 
     #[test]
     fn known_answer() {
         assert_eq!(
             hash_of(&recipe()).to_string(),
-            "sha256:27f3aa843679b7c706fcdd10950348d0c24da2cfbf2d6ef1c208b5fcd91a0060"
+            "sha256:1ca5b1006965ce07866f53f28be2720da229995f00af6e9925dfab2cc2a25a89"
         );
     }
 
@@ -174,7 +234,7 @@ mod tests {
         let r = recipe();
         let deps = BTreeMap::from([("greeting", DrvHash::of(b"other"))]);
         assert_ne!(
-            drv_hash(&r, &[SourceHash::of(b"x")], &deps, "x86_64-linux"),
+            drv_hash(&r, &[SourceHash::of(b"x")], &deps, "x86_64-linux", HOST),
             base
         );
         assert_ne!(
@@ -182,9 +242,35 @@ mod tests {
                 &r,
                 &[SourceHash::of(b"y")],
                 &BTreeMap::from([("greeting", DrvHash::of(b"dep"))]),
-                "x86_64-linux"
+                "x86_64-linux",
+                HOST
             ),
             base
         );
+    }
+
+    #[test]
+    fn what_the_steps_run_on_counts() {
+        let r = recipe();
+        let deps = BTreeMap::from([("greeting", DrvHash::of(b"dep"))]);
+        let with = |on| drv_hash(&r, &[SourceHash::of(b"x")], &deps, "x86_64-linux", on);
+        let base = with(HOST);
+        assert_ne!(with(BuildsOn::Host("debian 13")), base);
+        assert_ne!(with(BuildsOn::Host("ubuntu 24.04")), base);
+        let root = with(BuildsOn::Root(DrvHash::of(b"root")));
+        assert_ne!(root, base);
+        assert_ne!(with(BuildsOn::Root(DrvHash::of(b"other root"))), root);
+        assert_ne!(with(BuildsOn::Nothing), base);
+    }
+
+    #[test]
+    fn host_identity_reads_id_and_version() {
+        let debian = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+        assert_eq!(identity_of(debian), "debian 12");
+        assert_eq!(
+            identity_of("ID=debian\nVERSION_CODENAME=trixie\n"),
+            "debian trixie"
+        );
+        assert_eq!(identity_of(""), "unknown unknown");
     }
 }

@@ -25,7 +25,7 @@ impl<'a> Graph<'a> {
             index.insert(name.as_str(), graph.add_node(name.as_str()));
         }
         for (name, recipe) in &set.recipes {
-            for dep in &recipe.deps {
+            for dep in recipe.needs() {
                 let Some(&from) = index.get(dep.name.as_str()) else {
                     return Err(RecipeError::MissingDep {
                         at: Location {
@@ -67,8 +67,7 @@ impl<'a> Graph<'a> {
         let names: Vec<&str> = path.iter().map(|n| self.graph[*n]).collect();
         let first = self.recipe(names[0]);
         let line = first
-            .deps
-            .iter()
+            .needs()
             .find(|d| d.name == names[1])
             .and_then(|d| d.line);
         Err(RecipeError::Cycle {
@@ -195,6 +194,12 @@ impl<'a> Graph<'a> {
         for r in &nodes {
             for d in &r.deps {
                 s.push_str(&format!("  \"{}\" -> \"{}\";\n", r.name, d.name));
+            }
+            if let Some(root) = &r.root {
+                s.push_str(&format!(
+                    "  \"{}\" -> \"{}\" [style=dashed, label=\"root\"];\n",
+                    r.name, root.name
+                ));
             }
         }
         s.push_str("}\n");

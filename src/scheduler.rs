@@ -80,7 +80,7 @@ pub fn plan<'d, 'a>(
         let cached = store.is_valid(&d.store_name);
         needed.insert(name, cached);
         if !cached {
-            queue.extend(d.recipe.deps.iter().map(|x| x.name.as_str()));
+            queue.extend(d.recipe.needs().map(|x| x.name.as_str()));
         }
     }
     drvs.iter()
@@ -147,7 +147,7 @@ pub fn realize(
             continue;
         }
         let mut n = 0;
-        for dep in &d.recipe.deps {
+        for dep in d.recipe.needs() {
             let j = index[dep.name.as_str()];
             if !plan[j].1 {
                 n += 1;

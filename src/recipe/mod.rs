@@ -227,6 +227,11 @@ fn resolve(
         None => Vec::new(),
     };
 
+    let root = nearest(&chain, |r| r.root.as_ref()).map(|(p, r)| Dep {
+        name: r.get_ref().clone(),
+        line: Some(line_of(&p.text, r.span().start)),
+    });
+
     let steps: Vec<String> = nearest(&chain, |r| r.steps.as_ref())
         .map(|(_, s)| s.iter().map(|s| s.get_ref().clone()).collect())
         .unwrap_or_default();
@@ -313,6 +318,7 @@ fn resolve(
         run,
         file: me.file.clone(),
         deps,
+        root,
         steps,
         env,
         sources,

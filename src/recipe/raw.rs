@@ -17,6 +17,8 @@ pub struct RawRecipe {
     /// How `pybake run` starts the output: a shell command with `$out` set and ARGS as "$@".
     pub run: Option<String>,
     pub extends: Option<Spanned<String>>,
+    /// The recipe whose output is `/` for this recipe's steps.
+    pub root: Option<Spanned<String>>,
     pub deps: Option<Vec<Spanned<String>>>,
     pub steps: Option<Vec<Spanned<String>>>,
     pub env: Option<BTreeMap<String, Spanned<String>>>,

@@ -28,11 +28,28 @@ pub struct Recipe {
     /// The file the recipe was read from, for messages.
     pub file: PathBuf,
     pub deps: Vec<Dep>,
+    /// The recipe whose output the steps run on as `/` (read-only); `None` builds on the host's
+    /// `/usr` (a host build).
+    pub root: Option<Dep>,
     pub steps: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub sources: Vec<Source>,
     pub provides: BTreeMap<String, semver::Version>,
     pub requires: BTreeMap<String, Requirement>,
+}
+
+impl Recipe {
+    /// Every recipe that must be realized before this one: its `deps`, then its `root`.
+    pub fn needs(&self) -> impl Iterator<Item = &Dep> {
+        self.deps.iter().chain(self.root.as_ref())
+    }
+
+    /// Whether the steps run on the host's `/usr`, so that the output depends on the host:
+    /// a recipe with steps and no root. A recipe without steps runs nothing: its output is its
+    /// laid-out sources.
+    pub fn is_host_build(&self) -> bool {
+        self.root.is_none() && !self.steps.is_empty()
+    }
 }
 
 /// A dependency with the line it was named on, so that graph errors can point at it.
