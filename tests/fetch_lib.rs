@@ -514,3 +514,34 @@ fn a_download_killed_midway_leaves_nothing_in_the_store() {
     assert_eq!(std::fs::read(path).unwrap(), DATA);
     assert_eq!(Store::entries(&store.sources()), [sha().to_hex()]);
 }
+
+#[test]
+fn silence_is_reported_as_timed_out_with_the_url() {
+    // Headers, then no byte of the body.
+    let head_only = Reply::Drip {
+        body: DATA.into(),
+        chunk: DATA.len(),
+        every: Duration::from_secs(10),
+    };
+    let server = TestServer::start([
+        ("/body/x.tar.xz", Route::always(head_only)),
+        ("/head/x.tar.xz", Route::always(Reply::Stall(Duration::from_secs(10)))),
+    ]);
+    let cfg = FetchConfig {
+        retries: 0,
+        read_timeout: Duration::from_millis(300),
+        ..test_cfg()
+    };
+    for (path, why) in [
+        ("/body/x.tar.xz", "timed out: nothing received for 0.3 s"),
+        ("/head/x.tar.xz", "timed out: no response within 0.3 s"),
+    ] {
+        let store = Store::new();
+        let err = store.fetch(&cfg, &[server.url(path)]).unwrap_err();
+        let msg = err.to_string();
+        let expected = format!("{}: {why}", server.url(path));
+        assert!(msg.contains(&expected), "{expected:?} not in:\n{msg}");
+        assert!(!msg.contains("decoding"), "{msg}");
+        store.assert_empty();
+    }
+}
