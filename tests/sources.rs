@@ -432,7 +432,11 @@ fn a_body_larger_than_the_lockfile_size_is_cut_off() {
         server.url("/pkg-1.0.tar.gz"),
         tgz.len()
     );
-    assert!(r.stderr.contains(&expected), "{expected:?} not in:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains(&expected),
+        "{expected:?} not in:\n{}",
+        r.stderr
+    );
     assert_eq!(server.hits("/pkg-1.0.tar.gz"), 2, "not retried");
     let sent = server.bytes_sent("/pkg-1.0.tar.gz");
     assert!(sent < FLOOD / 4, "the flood was read: {sent} bytes sent");
@@ -464,7 +468,11 @@ fn a_wrong_lockfile_size_is_reported_and_lock_update_fixes_it() {
         format!("has {len} bytes"),
         "pybake lock --update a".to_string(),
     ] {
-        assert!(r.stderr.contains(&needle), "{needle:?} not in:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(&needle),
+            "{needle:?} not in:\n{}",
+            r.stderr
+        );
     }
 
     // Recorded too small: the right file is refused by its Content-Length, and the message says
@@ -480,7 +488,11 @@ fn a_wrong_lockfile_size_is_reported_and_lock_update_fixes_it() {
         ),
         "pybake lock --update a".to_string(),
     ] {
-        assert!(r.stderr.contains(&needle), "{needle:?} not in:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(&needle),
+            "{needle:?} not in:\n{}",
+            r.stderr
+        );
     }
 
     p.run(&["lock", "--update", "a"]).ok();
@@ -520,7 +532,11 @@ fn low_speed_limit_comes_from_the_environment() {
         "{}: timed out: less than 1000 bytes/s over 1 s; retrying",
         server.url("/pkg-1.0.tar.gz")
     );
-    assert!(r.stderr.contains(&expected), "{expected:?} not in:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains(&expected),
+        "{expected:?} not in:\n{}",
+        r.stderr
+    );
     assert_eq!(server.hits("/pkg-1.0.tar.gz"), 2);
     assert!(server.bytes_sent("/pkg-1.0.tar.gz") < 2 * tgz.len() as u64);
 
