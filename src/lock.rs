@@ -194,6 +194,30 @@ impl Lockfile {
         lock
     }
 
+    /// The recorded size of every download, by sha256 (what caps its download: see
+    /// `FetchConfig::expected_sizes`). Local sources are left out: they are never fetched.
+    pub fn download_sizes(&self) -> BTreeMap<SourceHash, u64> {
+        self.recipes
+            .values()
+            .flat_map(|r| &r.sources)
+            .filter(|s| s.path.is_none())
+            .filter_map(|s| Some((s.sha256, s.size?)))
+            .collect()
+    }
+
+    /// The recipes with a download of this sha256, sorted.
+    pub fn recipes_downloading(&self, sha256: &SourceHash) -> Vec<&str> {
+        self.recipes
+            .iter()
+            .filter(|(_, r)| {
+                r.sources
+                    .iter()
+                    .any(|s| s.path.is_none() && s.sha256 == *sha256)
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     /// How `self` (the lockfile) differs from `fresh` (computed from the recipes) for the recipes
     /// and toolchains in `fresh`. Sizes are not compared: they do not change what is built.
     pub fn drift(&self, fresh: &Lockfile) -> Vec<String> {
@@ -338,6 +362,35 @@ mod tests {
         let p = t.path().join("lockfile.json");
         l.write(&p).unwrap();
         assert_eq!(Lockfile::read(&p).unwrap(), l);
+    }
+
+    #[test]
+    fn download_sizes_leave_out_local_sources_and_unknown_sizes() {
+        let source = |path: Option<&str>, data: &[u8], size| LockedSource {
+            path: path.map(str::to_string),
+            sha256: SourceHash::of(data),
+            size,
+            urls: vec![],
+        };
+        let mut l = Lockfile::empty();
+        l.recipes.insert(
+            "a".into(),
+            LockedRecipe {
+                drv_hash: DrvHash::of(b"a"),
+                sources: vec![
+                    source(None, b"url", Some(3)),
+                    source(Some("dir"), b"dir", Some(9)),
+                    source(None, b"unfetched", None),
+                ],
+                version: "1".into(),
+            },
+        );
+        assert_eq!(
+            l.download_sizes(),
+            BTreeMap::from([(SourceHash::of(b"url"), 3)])
+        );
+        assert_eq!(l.recipes_downloading(&SourceHash::of(b"url")), ["a"]);
+        assert!(l.recipes_downloading(&SourceHash::of(b"dir")).is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pybake::fetch::{self, Failure, FetchConfig, FetchError, Source};
+use pybake::fetch::{self, Attempt, Failure, FetchConfig, FetchError, Source, Timeout};
 use pybake::hash::SourceHash;
 use support::{refused_url, Reply, Route, TestServer};
 
@@ -513,4 +513,208 @@ fn a_download_killed_midway_leaves_nothing_in_the_store() {
         .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), DATA);
     assert_eq!(Store::entries(&store.sources()), [sha().to_hex()]);
+}
+
+#[test]
+fn silence_is_reported_as_timed_out_with_the_url() {
+    // Headers, then no byte of the body.
+    let head_only = Reply::Drip {
+        body: DATA.into(),
+        chunk: DATA.len(),
+        every: Duration::from_secs(10),
+    };
+    let server = TestServer::start([
+        ("/body/x.tar.xz", Route::always(head_only)),
+        (
+            "/head/x.tar.xz",
+            Route::always(Reply::Stall(Duration::from_secs(10))),
+        ),
+    ]);
+    let cfg = FetchConfig {
+        retries: 0,
+        read_timeout: Duration::from_millis(300),
+        ..test_cfg()
+    };
+    for (path, why) in [
+        ("/body/x.tar.xz", "timed out: nothing received for 0.3 s"),
+        ("/head/x.tar.xz", "timed out: no response within 0.3 s"),
+    ] {
+        let store = Store::new();
+        let err = store.fetch(&cfg, &[server.url(path)]).unwrap_err();
+        let msg = err.to_string();
+        let expected = format!("{}: {why}", server.url(path));
+        assert!(msg.contains(&expected), "{expected:?} not in:\n{msg}");
+        assert!(!msg.contains("decoding"), "{msg}");
+        store.assert_empty();
+    }
+}
+
+#[test]
+fn a_trickle_times_out_at_the_low_speed_limit_and_is_retried() {
+    let body: Vec<u8> = DATA.iter().copied().cycle().take(400).collect();
+    let trickle = Reply::Drip {
+        body: body.clone(),
+        chunk: 1,
+        every: Duration::from_millis(50),
+    };
+    let server = TestServer::start([("/slow/x.tar.xz", Route::always(trickle))]);
+    let store = Store::new();
+    let cfg = FetchConfig {
+        retries: 1,
+        low_speed_limit: 1000,
+        low_speed_time: Duration::from_secs(1),
+        ..test_cfg()
+    };
+    let url = server.url("/slow/x.tar.xz");
+    let err = store.fetch(&cfg, std::slice::from_ref(&url)).unwrap_err();
+    let FetchError::AllFailed { attempts, .. } = &err else {
+        panic!("expected AllFailed, got {err:?}");
+    };
+    assert!(
+        matches!(
+            attempts[..],
+            [Attempt {
+                tries: 2,
+                failure: Failure::TimedOut(Timeout::LowSpeed { limit: 1000, .. }),
+                ..
+            }]
+        ),
+        "{attempts:?}"
+    );
+    let msg = err.to_string();
+    let expected = format!("{url}: timed out: less than 1000 bytes/s over 1 s (2 tries)");
+    assert!(msg.contains(&expected), "{expected:?} not in:\n{msg}");
+    assert!(msg.contains("PYBAKE_LOW_SPEED_LIMIT"), "{msg}");
+    assert_eq!(server.hits("/slow/x.tar.xz"), 2);
+    // Each try gave up after about a window's worth of the trickle, far from the whole body.
+    assert!(server.bytes_sent("/slow/x.tar.xz") < body.len() as u64);
+    store.assert_empty();
+}
+
+/// The config with the lockfile recording `size` bytes for DATA.
+fn locked_cfg(size: u64) -> FetchConfig {
+    let mut cfg = test_cfg();
+    cfg.expected_sizes.insert(sha(), size);
+    cfg
+}
+
+#[test]
+fn a_body_growing_past_the_lockfile_size_is_cut_off_and_the_next_url_tried() {
+    const FLOOD: u64 = 128 << 20;
+    let flood = Reply::Flood {
+        prefix: DATA.into(),
+        total: FLOOD,
+        announce: false,
+    };
+    let server = TestServer::start([
+        ("/flood/x.tar.xz", Route::always(flood)),
+        ("/good/x.tar.xz", Route::body(DATA)),
+    ]);
+    let cfg = locked_cfg(DATA.len() as u64);
+
+    let store = Store::new();
+    let flood_url = server.url("/flood/x.tar.xz");
+    let err = store
+        .fetch(&cfg, std::slice::from_ref(&flood_url))
+        .unwrap_err();
+    let FetchError::AllFailed { attempts, .. } = &err else {
+        panic!("expected AllFailed, got {err:?}");
+    };
+    assert!(
+        matches!(
+            attempts[..],
+            [Attempt {
+                tries: 1,
+                failure: Failure::TooLarge {
+                    locked: 37,
+                    announced: None
+                },
+                ..
+            }]
+        ),
+        "{attempts:?}"
+    );
+    let msg = err.to_string();
+    let expected = format!(
+        "{flood_url}: sent more than the 37 bytes the lockfile records for this source \
+         (download cut off)"
+    );
+    assert!(msg.contains(&expected), "{expected:?} not in:\n{msg}");
+    assert!(msg.contains("pybake lock --update python"), "{msg}");
+    assert_eq!(server.hits("/flood/x.tar.xz"), 1, "not retried");
+    let sent = server.bytes_sent("/flood/x.tar.xz");
+    assert!(sent < FLOOD / 4, "the flood was read: {sent} bytes sent");
+    store.assert_empty();
+
+    let store = Store::new();
+    store.assert_stored(store.fetch(&cfg, &[flood_url, server.url("/good/x.tar.xz")]));
+    assert_eq!(server.hits("/flood/x.tar.xz"), 2);
+}
+
+#[test]
+fn a_size_above_the_lockfile_size_is_refused_before_reading() {
+    const BIG: u64 = 128 << 20;
+    let flood = Reply::Flood {
+        prefix: DATA.into(),
+        total: BIG,
+        announce: true,
+    };
+    let server = TestServer::start([("/big/x.tar.xz", Route::always(flood))]);
+    let dir = tempfile::tempdir().unwrap();
+    let big_file = dir.path().join("x.tar.xz");
+    std::fs::write(&big_file, vec![b'x'; 4096]).unwrap();
+    let cfg = locked_cfg(DATA.len() as u64);
+    for (url, size) in [
+        (server.url("/big/x.tar.xz"), BIG),
+        (file_url(&big_file), 4096),
+    ] {
+        let store = Store::new();
+        let err = store.fetch(&cfg, std::slice::from_ref(&url)).unwrap_err();
+        let FetchError::AllFailed { attempts, .. } = &err else {
+            panic!("expected AllFailed, got {err:?}");
+        };
+        assert!(
+            matches!(
+                attempts[..],
+                [Attempt {
+                    tries: 1,
+                    failure: Failure::TooLarge { locked: 37, announced: Some(n) },
+                    ..
+                }] if n == size
+            ),
+            "{attempts:?}"
+        );
+        let expected = format!(
+            "{url}: is {size} bytes, more than the 37 bytes the lockfile records for this \
+             source (not downloaded)"
+        );
+        assert!(
+            err.to_string().contains(&expected),
+            "{expected:?} not in:\n{err}"
+        );
+        store.assert_empty();
+    }
+    assert!(server.bytes_sent("/big/x.tar.xz") < BIG / 4);
+}
+
+#[test]
+fn a_mismatch_of_another_size_than_the_lockfile_says_names_both_sizes() {
+    let server = TestServer::start([("/x.tar.xz", Route::body(b"tampered".to_vec()))]);
+    let store = Store::new();
+    let err = store
+        .fetch(&locked_cfg(DATA.len() as u64), &[server.url("/x.tar.xz")])
+        .unwrap_err();
+    let msg = err.to_string();
+    for needle in [
+        "the 8 bytes received have",
+        "(the lockfile records 37 bytes for it)",
+        "or the lockfile is wrong (run `pybake lock --update python`",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in:\n{msg}");
+    }
+    store.assert_empty();
+
+    // The right file of the lockfile's size: nothing to say about sizes.
+    let server = TestServer::start([("/x.tar.xz", Route::body(DATA))]);
+    store.assert_stored(store.fetch(&locked_cfg(DATA.len() as u64), &[server.url("/x.tar.xz")]));
 }

@@ -4,7 +4,7 @@ mod common;
 mod support;
 
 use common::*;
-use support::{Route, TestServer};
+use support::{Reply, Route, TestServer};
 
 /// A .tar.gz with one top-level directory holding `hello.txt`.
 fn tarball(text: &str) -> Vec<u8> {
@@ -379,4 +379,174 @@ fn lock_records_an_unreachable_source_without_size_and_says_so() {
     let src = &v["recipes"]["gone"]["sources"][0];
     assert_eq!(src["sha256"], format!("sha256:{}", sha256_hex(&tgz)));
     assert!(src.get("size").is_none(), "{src}");
+}
+
+/// Sets the recorded size of recipe `name`'s first source in the project's lockfile.
+fn set_locked_size(p: &Project, name: &str, size: u64) {
+    let path = p.path().join("lockfile.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["recipes"][name]["sources"][0]["size"] = size.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_body_larger_than_the_lockfile_size_is_cut_off() {
+    let tgz = tarball("small\n");
+    const FLOOD: u64 = 128 << 20;
+    // `pybake lock` gets the real file; every later request a flood that starts with it.
+    let server = TestServer::start([(
+        "/pkg-1.0.tar.gz",
+        Route(vec![
+            Reply::Body(tgz.clone()),
+            Reply::Flood {
+                prefix: tgz.clone(),
+                total: FLOOD,
+                announce: false,
+            },
+        ]),
+    )]);
+    let p = Project::new();
+    url_recipe(
+        &p,
+        "a",
+        &server.url("/pkg-1.0.tar.gz"),
+        &sha256_hex(&tgz),
+        &[],
+    );
+    p.run(&["lock"]).ok();
+
+    let r = p.run(&["realize", "--store", "fresh", "a"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let expected = format!(
+        "{}: sent more than the {} bytes the lockfile records for this source",
+        server.url("/pkg-1.0.tar.gz"),
+        tgz.len()
+    );
+    assert!(
+        r.stderr.contains(&expected),
+        "{expected:?} not in:\n{}",
+        r.stderr
+    );
+    assert_eq!(server.hits("/pkg-1.0.tar.gz"), 2, "not retried");
+    let sent = server.bytes_sent("/pkg-1.0.tar.gz");
+    assert!(sent < FLOOD / 4, "the flood was read: {sent} bytes sent");
+    let fresh = p.path().join("fresh/.pybake");
+    assert_eq!(entries(&fresh.join("tmp")), Vec::<String>::new());
+    assert_eq!(entries(&fresh.join("sources")), Vec::<String>::new());
+}
+
+#[test]
+fn a_wrong_lockfile_size_is_reported_and_lock_update_fixes_it() {
+    let tgz = tarball("sized\n");
+    let len = tgz.len() as u64;
+    let server = TestServer::start([("/pkg-1.0.tar.gz", Route::body(tgz.clone()))]);
+    let p = Project::new();
+    url_recipe(
+        &p,
+        "a",
+        &server.url("/pkg-1.0.tar.gz"),
+        &sha256_hex(&tgz),
+        &[],
+    );
+    p.run(&["lock"]).ok();
+
+    // Recorded too large: the download is verified by its sha256, so it is used, with a warning.
+    set_locked_size(&p, "a", len + 100);
+    let r = p.run(&["realize", "--store", "s1", "a"]).ok();
+    for needle in [
+        format!("lockfile records {} bytes", len + 100),
+        format!("has {len} bytes"),
+        "pybake lock --update a".to_string(),
+    ] {
+        assert!(
+            r.stderr.contains(&needle),
+            "{needle:?} not in:\n{}",
+            r.stderr
+        );
+    }
+
+    // Recorded too small: the right file is refused by its Content-Length, and the message says
+    // how to repair the lockfile.
+    set_locked_size(&p, "a", len - 1);
+    let r = p.run(&["realize", "--store", "s2", "a"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    for needle in [
+        format!(
+            "{}: is {len} bytes, more than the {} bytes the lockfile records for this source",
+            server.url("/pkg-1.0.tar.gz"),
+            len - 1
+        ),
+        "pybake lock --update a".to_string(),
+    ] {
+        assert!(
+            r.stderr.contains(&needle),
+            "{needle:?} not in:\n{}",
+            r.stderr
+        );
+    }
+
+    p.run(&["lock", "--update", "a"]).ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("lockfile.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["recipes"]["a"]["sources"][0]["size"], len);
+    let r = p.run(&["realize", "--store", "s2", "a"]).ok();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
+#[test]
+fn low_speed_limit_comes_from_the_environment() {
+    let tgz = tarball("slow\n");
+    let trickle = Reply::Drip {
+        body: tgz.clone(),
+        chunk: 1,
+        every: std::time::Duration::from_millis(50),
+    };
+    let server = TestServer::start([(
+        "/pkg-1.0.tar.gz",
+        Route::fail_first(1, trickle, Reply::Body(tgz.clone())),
+    )]);
+    let p = Project::new();
+    url_recipe(
+        &p,
+        "a",
+        &server.url("/pkg-1.0.tar.gz"),
+        &sha256_hex(&tgz),
+        &[],
+    );
+    let mut c = p.cmd(&["realize", "a"]);
+    c.env("PYBAKE_LOW_SPEED_LIMIT", "1000")
+        .env("PYBAKE_LOW_SPEED_TIME", "1");
+    let r = Run::from(c.output().unwrap()).ok();
+    let expected = format!(
+        "{}: timed out: less than 1000 bytes/s over 1 s; retrying",
+        server.url("/pkg-1.0.tar.gz")
+    );
+    assert!(
+        r.stderr.contains(&expected),
+        "{expected:?} not in:\n{}",
+        r.stderr
+    );
+    assert_eq!(server.hits("/pkg-1.0.tar.gz"), 2);
+    assert!(server.bytes_sent("/pkg-1.0.tar.gz") < 2 * tgz.len() as u64);
+
+    let mut c = p.cmd(&["realize", "a"]);
+    c.env("PYBAKE_LOW_SPEED_TIME", "30s");
+    let r = Run::from(c.output().unwrap());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("PYBAKE_LOW_SPEED_TIME") && r.stderr.contains("30s"),
+        "{}",
+        r.stderr
+    );
 }

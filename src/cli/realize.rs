@@ -123,7 +123,7 @@ pub(crate) fn realize(
         cores: a.cores.unwrap_or_else(default_parallelism).max(1),
         keep_going: a.keep_going,
         keep_failed: a.keep_failed,
-        fetch: super::sources::fetch_config(g),
+        fetch: super::sources::fetch_config(g)?,
     };
     let outcomes = scheduler::realize(&ctx.store, &sandbox, &drvs, &a.names, &opts, &*reporter);
 

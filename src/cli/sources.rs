@@ -29,11 +29,17 @@ pub struct LockArgs {
     pub update: Vec<String>,
 }
 
-pub(crate) fn fetch_config(g: &Global) -> FetchConfig {
-    let mut cfg = FetchConfig::from_env();
+/// The fetch settings: environment, `--offline`, and the download sizes the lockfile records
+/// (which cap downloads). Without a lockfile, or with one that does not parse, nothing is capped:
+/// the lockfile is optional unless `--locked` asks for it.
+pub(crate) fn fetch_config(g: &Global) -> anyhow::Result<FetchConfig> {
+    let mut cfg = FetchConfig::from_env()?;
     cfg.offline |= g.offline;
     cfg.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    cfg
+    if let Ok(lock) = Lockfile::read(&g.lockfile_path()) {
+        cfg.expected_sizes = lock.download_sizes();
+    }
+    Ok(cfg)
 }
 
 /// Every recipe name, when the user named none.
@@ -50,18 +56,17 @@ fn all_or(ctx: &Context, names: &[String]) -> Vec<String> {
 /// counts the sources fetched and those skipped.
 fn fetch_closure(
     ctx: &Context,
-    g: &Global,
+    cfg: &FetchConfig,
     names: &[String],
     tolerate: bool,
 ) -> anyhow::Result<(usize, usize)> {
-    let cfg = fetch_config(g);
     let drvs = ctx.derivations(names)?;
     let (mut ok, mut skipped) = (0, 0);
     for d in &drvs {
         for (s, h) in d.recipe.sources.iter().zip(&d.source_hashes) {
             if let Origin::Url { urls, .. } = &s.origin {
                 let got = fetch::fetch(
-                    &cfg,
+                    cfg,
                     &ctx.store.sources_dir(),
                     &ctx.store.tmp_dir(),
                     &fetch::Source {
@@ -87,17 +92,29 @@ fn fetch_closure(
 pub fn fetch(g: &Global, a: &FetchArgs) -> anyhow::Result<i32> {
     let ctx = Context::load(g)?;
     let names = all_or(&ctx, &a.names);
-    let (n, _) = fetch_closure(&ctx, g, &names, false)?;
+    let (n, _) = fetch_closure(&ctx, &fetch_config(g)?, &names, false)?;
     eprintln!("pybake: {n} source(s) in the store");
     Ok(0)
 }
 
 pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<i32> {
     let store = crate::store::Store::open(&g.store)?;
+    let lock = Lockfile::read(&g.lockfile_path()).ok();
+    let sizes = lock
+        .as_ref()
+        .map(Lockfile::download_sizes)
+        .unwrap_or_default();
     let mut out = std::io::stdout().lock();
     for f in &a.files {
         let (hash, size) = fetch::import(&store.sources_dir(), &store.tmp_dir(), f)?;
         writeln!(out, "{hash}  {size}  {}", f.display())?;
+        let recipes = lock
+            .as_ref()
+            .map(|l| l.recipes_downloading(&hash))
+            .unwrap_or_default();
+        if let Some(w) = fetch::locked_size_wrong(&sizes, &recipes.join(" "), &hash, size) {
+            eprintln!("pybake: warning: {w}");
+        }
     }
     Ok(0)
 }
@@ -117,7 +134,13 @@ pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
     } else {
         a.update.clone()
     };
-    fetch_closure(&ctx, g, &targets, true)?;
+    // The sizes are what is being recorded again: the old ones must not cap the downloads
+    // (a wrong one would refuse the very file that corrects it).
+    let cfg = FetchConfig {
+        expected_sizes: Default::default(),
+        ..fetch_config(g)?
+    };
+    fetch_closure(&ctx, &cfg, &targets, true)?;
     let fresh = ctx.lock_entries(&all)?;
     let lock = if a.update.is_empty() {
         fresh

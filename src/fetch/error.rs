@@ -4,6 +4,7 @@ use std::error::Error as _;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::hash::SourceHash;
 
@@ -16,7 +17,7 @@ pub enum FetchError {
     #[error(
         "cannot fetch {name} ({sha256}) for recipe {recipe}; tried:{}{}",
         render_attempts(.attempts, true),
-        hints(.attempts)
+        hints(.attempts, .recipe)
     )]
     AllFailed {
         recipe: String,
@@ -86,20 +87,82 @@ pub enum Failure {
     Status { status: u16 },
     #[error("request failed")]
     Transport(#[source] reqwest::Error),
+    /// The server was too slow (transient: retried).
+    #[error("timed out: {0}")]
+    TimedOut(Timeout),
     #[error("download interrupted")]
     Read(#[source] io::Error),
     #[error("connection closed after {got} of {expected} bytes")]
     Short { got: u64, expected: u64 },
+    /// Larger than the lockfile's `size` for the source: refused when the Content-Length (or a
+    /// file's size) `announced` it, else cut off one byte past `locked`.
     #[error(
-        "sha256 mismatch: the {bytes} bytes received have {actual}, but the recipe pins {expected}"
+        "{} more than the {locked} bytes the lockfile records for this source ({})",
+        match .announced { Some(n) => format!("is {n} bytes,"), None => "sent".to_string() },
+        if .announced.is_some() { "not downloaded" } else { "download cut off" }
+    )]
+    TooLarge { locked: u64, announced: Option<u64> },
+    #[error(
+        "sha256 mismatch: the {bytes} bytes received have {actual}, but the recipe pins \
+         {expected}{}",
+        match .locked_size {
+            Some(n) if n != bytes => format!(" (the lockfile records {n} bytes for it)"),
+            _ => String::new(),
+        }
     )]
     Mismatch {
         expected: SourceHash,
         actual: SourceHash,
         bytes: u64,
+        /// The lockfile's `size` for the source, if it records one.
+        locked_size: Option<u64>,
     },
     #[error("cannot read the local file")]
     File(#[source] io::Error),
+}
+
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Timeout {
+    #[error("no connection within {}", secs(*.0))]
+    Connect(Duration),
+    /// Waiting for the status line and headers.
+    #[error("no response within {}", secs(*.0))]
+    Response(Duration),
+    /// No byte of the body for this long.
+    #[error("nothing received for {}", secs(*.0))]
+    Stalled(Duration),
+    /// Fewer than `limit` bytes/s on average over `window` ([`super::FetchConfig::low_speed_limit`]).
+    #[error("less than {limit} bytes/s over {}", secs(*.window))]
+    LowSpeed { limit: u64, window: Duration },
+}
+
+/// `30 s`, `0.3 s`.
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// A source whose sha256 matches its pin but whose size is not the one the lockfile records:
+/// the content is right, so the lockfile is wrong. Reported as a warning, not an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the lockfile records {locked} bytes for source {sha256} of recipe {recipe}, but the file \
+     with that sha256 has {actual} bytes: the lockfile is wrong; run `pybake lock --update {recipe}`"
+)]
+pub struct LockedSizeWrong {
+    pub recipe: String,
+    pub sha256: SourceHash,
+    pub locked: u64,
+    pub actual: u64,
+}
+
+/// A fetch setting from the environment that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {var}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
 }
 
 impl fmt::Display for Attempt {
@@ -151,7 +214,7 @@ fn offline_urls(attempts: &[Attempt]) -> String {
     }
 }
 
-fn hints(attempts: &[Attempt]) -> String {
+fn hints(attempts: &[Attempt], recipe: &str) -> String {
     let mut out = String::new();
     if attempts
         .iter()
@@ -164,15 +227,39 @@ fn hints(attempts: &[Attempt]) -> String {
              different file: fix or drop that mirror.",
         );
     }
+    if attempts.iter().any(|a| match a.failure {
+        Failure::TooLarge { .. } => true,
+        Failure::Mismatch {
+            bytes,
+            locked_size: Some(n),
+            ..
+        } => n != bytes,
+        _ => false,
+    }) {
+        out.push_str(&format!(
+            "\nThe lockfile records the size of each source, and the sizes above disagree with \
+             it: either the file served is not the one pinned, or the lockfile is wrong (run \
+             `pybake lock --update {recipe}` to record the size again)."
+        ));
+    }
     if attempts.iter().any(|a| {
         matches!(
             a.failure,
-            Failure::Transport(_) | Failure::Read(_) | Failure::Short { .. }
+            Failure::Transport(_) | Failure::TimedOut(_) | Failure::Read(_) | Failure::Short { .. }
         )
     }) {
         out.push_str(
             "\nNetwork errors: check the connection or proxy settings, or set PYBAKE_MIRRORS to \
              a mirror holding the file.",
+        );
+    }
+    if attempts
+        .iter()
+        .any(|a| matches!(a.failure, Failure::TimedOut(Timeout::LowSpeed { .. })))
+    {
+        out.push_str(
+            "\nOn a link that is slow but working, lower PYBAKE_LOW_SPEED_LIMIT (bytes/s, 0 turns \
+             the check off) or raise PYBAKE_LOW_SPEED_TIME (seconds).",
         );
     }
     out
@@ -203,6 +290,7 @@ mod tests {
                         expected,
                         actual,
                         bytes: 3,
+                        locked_size: None,
                     },
                 },
                 Attempt {
@@ -224,6 +312,54 @@ mod tests {
         ] {
             assert!(msg.contains(needle), "{needle:?} not in:\n{msg}");
         }
+    }
+
+    #[test]
+    fn timeouts_and_sizes_say_what_ran_out() {
+        let cases = [
+            (
+                Failure::TimedOut(Timeout::Connect(Duration::from_secs(15))),
+                "timed out: no connection within 15 s",
+            ),
+            (
+                Failure::TimedOut(Timeout::Response(Duration::from_millis(300))),
+                "timed out: no response within 0.3 s",
+            ),
+            (
+                Failure::TimedOut(Timeout::Stalled(Duration::from_secs(30))),
+                "timed out: nothing received for 30 s",
+            ),
+            (
+                Failure::TimedOut(Timeout::LowSpeed {
+                    limit: 1024,
+                    window: Duration::from_millis(1500),
+                }),
+                "timed out: less than 1024 bytes/s over 1.5 s",
+            ),
+            (
+                Failure::TooLarge {
+                    locked: 10,
+                    announced: Some(11),
+                },
+                "is 11 bytes, more than the 10 bytes the lockfile records for this source \
+                 (not downloaded)",
+            ),
+        ];
+        for (failure, text) in cases {
+            assert_eq!(failure.to_string(), text);
+        }
+        let w = LockedSizeWrong {
+            recipe: "zlib".into(),
+            sha256: SourceHash::of(b"z"),
+            locked: 5,
+            actual: 1,
+        };
+        let msg = w.to_string();
+        assert!(
+            msg.contains("records 5 bytes") && msg.contains("has 1 bytes"),
+            "{msg}"
+        );
+        assert!(msg.contains("pybake lock --update zlib"), "{msg}");
     }
 
     #[test]

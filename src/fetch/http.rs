@@ -1,7 +1,7 @@
 //! Downloading one candidate URL (`http(s)://` or `file://`) into a verified temp file, with
 //! retries of transient failures.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
@@ -10,8 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::blocking::Client;
 use tempfile::NamedTempFile;
 
+use super::guard::{Guard, Tripped};
 use super::store::{self, CopyError};
-use super::{Attempt, Failure, FetchConfig, FetchError};
+use super::{Attempt, Failure, FetchConfig, FetchError, Timeout};
 use crate::hash::{HashingReader, SourceHash};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -47,17 +48,17 @@ impl<'a> Downloader<'a> {
     }
 
     /// Downloads `url`, retrying transient failures, into a temp file whose sha256 is
-    /// `expected`.
+    /// `expected`; returns it with its size.
     pub(super) fn get(
         &mut self,
         url: &str,
         expected: &SourceHash,
-    ) -> Result<NamedTempFile, GetError> {
+    ) -> Result<(NamedTempFile, u64), GetError> {
         let mut tries = 0;
         loop {
             tries += 1;
             let failure = match self.once(url, expected) {
-                Ok(temp) => return Ok(temp),
+                Ok(got) => return Ok(got),
                 Err(Once::Local(err)) => return Err(GetError::Local(err)),
                 Err(Once::Transient(failure)) if tries <= self.cfg.retries => {
                     let delay = backoff(tries);
@@ -86,18 +87,21 @@ impl<'a> Downloader<'a> {
         }
         let client = Client::builder()
             .connect_timeout(self.cfg.connect_timeout)
-            // The blocking client applies this to the wait for headers and to each body read.
-            .timeout(self.cfg.read_timeout)
+            // The blocking client applies this to the wait for headers and to each body read
+            // (not to the whole body: the low-speed rule in `Guard` bounds that).
+            .timeout(self.cfg.idle_timeout())
             .user_agent(concat!("pybake/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| FetchError::Client { source })?;
         Ok(self.client.insert(client))
     }
 
-    fn once(&mut self, url: &str, expected: &SourceHash) -> Result<NamedTempFile, Once> {
+    fn once(&mut self, url: &str, expected: &SourceHash) -> Result<(NamedTempFile, u64), Once> {
         if !self.cfg.progress {
             eprintln!("pybake: fetching {url}");
         }
+        let idle = self.cfg.idle_timeout();
+        let connect = self.cfg.connect_timeout;
         let (body, len, network): (Box<dyn Read>, Option<u64>, bool) = match file_path(url) {
             Some(Ok(path)) => {
                 let file =
@@ -111,6 +115,10 @@ impl<'a> Downloader<'a> {
                 let resp = client.get(url).send().map_err(|e| {
                     if e.is_builder() {
                         Once::Permanent(Failure::Transport(e))
+                    } else if e.is_timeout() && e.is_connect() {
+                        Once::Transient(Failure::TimedOut(Timeout::Connect(connect)))
+                    } else if e.is_timeout() {
+                        Once::Transient(Failure::TimedOut(Timeout::Response(idle)))
                     } else {
                         Once::Transient(Failure::Transport(e))
                     }
@@ -131,18 +139,48 @@ impl<'a> Downloader<'a> {
             }
         };
 
+        let locked = self.cfg.expected_sizes.get(expected).copied();
+        if let (Some(locked), Some(len)) = (locked, len) {
+            if len > locked {
+                return Err(Once::Permanent(Failure::TooLarge {
+                    locked,
+                    announced: Some(len),
+                }));
+            }
+        }
         let mut temp = store::temp_file(self.tmp_dir, "fetch-").map_err(Once::Local)?;
         let bar = self.progress_bar(url, len);
-        let mut reader = HashingReader::new(bar.wrap_read(body));
+        // A local file is as fast as the disk: the low-speed rule is for networks.
+        let speed = self.cfg.low_speed().filter(|_| network);
+        let mut reader = Guard::new(HashingReader::new(bar.wrap_read(body)), locked, speed);
         let copied = store::copy(&mut reader, temp.as_file_mut());
         bar.finish_and_clear();
-        match copied {
-            Ok(_) => {}
-            Err(CopyError::Read(e)) if network => return Err(Once::Transient(Failure::Read(e))),
-            Err(CopyError::Read(e)) => return Err(Once::Permanent(Failure::File(e))),
-            Err(CopyError::Write(e)) => return Err(Once::Local(store::store_err(temp.path(), e))),
+        match (copied, reader.tripped()) {
+            (Ok(_), _) => {}
+            (Err(CopyError::Read(_)), Some(Tripped::TooLarge { max })) => {
+                return Err(Once::Permanent(Failure::TooLarge {
+                    locked: max,
+                    announced: None,
+                }))
+            }
+            (Err(CopyError::Read(_)), Some(Tripped::LowSpeed(rule))) => {
+                return Err(Once::Transient(Failure::TimedOut(Timeout::LowSpeed {
+                    limit: rule.limit,
+                    window: rule.window,
+                })))
+            }
+            (Err(CopyError::Read(e)), None) if network && is_timeout(&e) => {
+                return Err(Once::Transient(Failure::TimedOut(Timeout::Stalled(idle))))
+            }
+            (Err(CopyError::Read(e)), None) if network => {
+                return Err(Once::Transient(Failure::Read(e)))
+            }
+            (Err(CopyError::Read(e)), None) => return Err(Once::Permanent(Failure::File(e))),
+            (Err(CopyError::Write(e)), _) => {
+                return Err(Once::Local(store::store_err(temp.path(), e)))
+            }
         }
-        let (actual, bytes) = reader.finish();
+        let (actual, bytes) = reader.into_inner().finish();
         if let Some(expected_len) = len.filter(|&l| network && l != bytes) {
             return Err(Once::Transient(Failure::Short {
                 got: bytes,
@@ -154,9 +192,10 @@ impl<'a> Downloader<'a> {
                 expected: *expected,
                 actual,
                 bytes,
+                locked_size: locked,
             }));
         }
-        Ok(temp)
+        Ok((temp, bytes))
     }
 
     fn progress_bar(&self, url: &str, len: Option<u64>) -> ProgressBar {
@@ -179,6 +218,16 @@ impl<'a> Downloader<'a> {
         bar.set_message(format!("fetching {url}"));
         bar
     }
+}
+
+/// Whether a body read ran out of time. reqwest's blocking reader reports its own read timeout
+/// as an `Other` error wrapping a `reqwest::Error` (a "decode" error whose cause is the timeout),
+/// so the kind alone is not enough.
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+            .is_some_and(reqwest::Error::is_timeout)
 }
 
 fn backoff(tries: u32) -> Duration {

@@ -1,4 +1,4 @@
-//! Which URLs to try for a source, in which order; and the mirror settings from the environment.
+//! Which URLs to try for a source, in which order; and the fetch settings from the environment.
 //!
 //! Order (duplicates dropped, first occurrence kept):
 //! 1. for each user mirror prefix `P`: `P/<file name>` for the file name of each source URL
@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Attempt, Failure, FetchConfig};
+use std::time::Duration;
+
+use super::{Attempt, ConfigError, Failure, FetchConfig};
 use crate::hash::SourceHash;
 
 pub(super) enum Step {
@@ -128,7 +130,9 @@ pub(super) fn file_name(url: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-pub(super) fn config_from_vars(vars: impl Iterator<Item = (String, String)>) -> FetchConfig {
+pub(super) fn config_from_vars(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<FetchConfig, ConfigError> {
     let split = |v: &str| -> Vec<String> {
         v.split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
@@ -142,13 +146,31 @@ pub(super) fn config_from_vars(vars: impl Iterator<Item = (String, String)>) -> 
         } else if key == "PYBAKE_OFFLINE" {
             let v = value.trim().to_ascii_lowercase();
             cfg.offline = !matches!(v.as_str(), "" | "0" | "false" | "no" | "off");
+        } else if key == "PYBAKE_LOW_SPEED_LIMIT" {
+            cfg.low_speed_limit = value.trim().parse().map_err(|_| ConfigError {
+                var: "PYBAKE_LOW_SPEED_LIMIT",
+                value: value.clone(),
+                expected: "a whole number of bytes per second (0 turns the check off)",
+            })?;
+        } else if key == "PYBAKE_LOW_SPEED_TIME" {
+            cfg.low_speed_time = value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| ConfigError {
+                    var: "PYBAKE_LOW_SPEED_TIME",
+                    value: value.clone(),
+                    expected: "a number of seconds greater than 0, such as 30 or 1.5",
+                })?;
         } else if let Some(name) = key.strip_prefix("PYBAKE_MIRROR_") {
             if !name.is_empty() {
                 cfg.named_mirrors.insert(env_key(name), split(&value));
             }
         }
     }
-    cfg
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -234,9 +256,12 @@ mod tests {
             ),
             ("PYBAKE_MIRROR_PYTHON_ORG", "https://py"),
             ("PYBAKE_OFFLINE", "1"),
+            ("PYBAKE_LOW_SPEED_LIMIT", " 500 "),
+            ("PYBAKE_LOW_SPEED_TIME", "1.5"),
             ("HOME", "/root"),
         ];
-        let cfg = config_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let cfg =
+            config_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
         assert_eq!(cfg.user_mirrors, ["https://a", "file:///b", "https://c"]);
         assert_eq!(
             cfg.named_mirrors["debian"],
@@ -248,10 +273,29 @@ mod tests {
         );
         assert!(cfg.offline);
         assert_eq!(cfg.retries, 3);
+        assert_eq!(cfg.low_speed_limit, 500);
+        assert_eq!(cfg.low_speed_time, Duration::from_millis(1500));
 
         for off in ["0", "", "false", "No"] {
-            let cfg = config_from_vars(std::iter::once(("PYBAKE_OFFLINE".into(), off.into())));
+            let cfg =
+                config_from_vars(std::iter::once(("PYBAKE_OFFLINE".into(), off.into()))).unwrap();
             assert!(!cfg.offline, "{off:?}");
+        }
+    }
+
+    #[test]
+    fn unusable_low_speed_settings_name_the_variable() {
+        for (var, value) in [
+            ("PYBAKE_LOW_SPEED_LIMIT", "1k"),
+            ("PYBAKE_LOW_SPEED_LIMIT", "-1"),
+            ("PYBAKE_LOW_SPEED_TIME", "30s"),
+            ("PYBAKE_LOW_SPEED_TIME", "0"),
+            ("PYBAKE_LOW_SPEED_TIME", "inf"),
+            ("PYBAKE_LOW_SPEED_TIME", "NaN"),
+        ] {
+            let err = config_from_vars(std::iter::once((var.into(), value.into()))).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(var) && msg.contains(value), "{msg}");
         }
     }
 }

@@ -38,6 +38,14 @@ pub enum Reply {
     },
     /// Read the request, then send nothing for this long before closing.
     Stall(Duration),
+    /// 200 with `prefix` followed by filler bytes, `total` bytes in all, as fast as the client
+    /// reads; with Content-Length `total` when `announce`, else delimited by the close (so the
+    /// client cannot know the size before reading). `bytes_sent` tells how far it got.
+    Flood {
+        prefix: Vec<u8>,
+        total: u64,
+        announce: bool,
+    },
 }
 
 /// The replies of one path: the n-th request gets the n-th reply; the last one repeats.
@@ -207,6 +215,23 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Route>, counters: &Mute
             thread::sleep(d);
             Ok(())
         }
+        Reply::Flood {
+            prefix,
+            total,
+            announce,
+        } => write_head_len(&mut stream, 200, announce.then_some(total)).and_then(|()| {
+            let mut left = total;
+            let mut chunk = prefix;
+            chunk.resize(chunk.len().max(64 * 1024), b'x');
+            while left > 0 {
+                let piece = &chunk[..chunk.len().min(left as usize)];
+                stream.write_all(piece)?;
+                sent(piece.len());
+                left -= piece.len() as u64;
+                chunk.fill(b'x');
+            }
+            Ok(())
+        }),
     };
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
@@ -229,6 +254,11 @@ fn read_request_path(stream: &mut TcpStream) -> Option<String> {
 }
 
 fn write_head(stream: &mut TcpStream, code: u16, len: usize) -> std::io::Result<()> {
+    write_head_len(stream, code, Some(len as u64))
+}
+
+/// Without a length, the body ends when the connection closes.
+fn write_head_len(stream: &mut TcpStream, code: u16, len: Option<u64>) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -236,8 +266,9 @@ fn write_head(stream: &mut TcpStream, code: u16, len: usize) -> std::io::Result<
         503 => "Service Unavailable",
         _ => "Status",
     };
+    let length = len.map_or(String::new(), |n| format!("Content-Length: {n}\r\n"));
     write!(
         stream,
-        "HTTP/1.1 {code} {reason}\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {code} {reason}\r\n{length}Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
     )
 }
