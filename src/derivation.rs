@@ -72,6 +72,8 @@ pub struct Derivation<'a> {
     pub recipe: &'a Recipe,
     pub hash: DrvHash,
     pub store_name: StoreName,
+    /// The store name of the recipe's root, if it has one.
+    pub root: Option<StoreName>,
     /// The content hash of each source, in the recipe's order.
     pub source_hashes: Vec<SourceHash>,
 }
@@ -79,26 +81,30 @@ pub struct Derivation<'a> {
 /// Hashes every recipe of `order`, which must list dependencies before dependents.
 pub fn derive_all<'a>(order: &[&'a Recipe]) -> Result<Vec<Derivation<'a>>, RecipeError> {
     let platform = host_platform();
-    let mut done: BTreeMap<&str, DrvHash> = BTreeMap::new();
+    let mut done: BTreeMap<&str, (DrvHash, StoreName)> = BTreeMap::new();
     let mut out = Vec::with_capacity(order.len());
     for recipe in order {
         let source_hashes = source_hashes(recipe)?;
         let deps: BTreeMap<&str, DrvHash> = recipe
             .deps
             .iter()
-            .map(|d| (d.name.as_str(), done[d.name.as_str()]))
+            .map(|d| (d.name.as_str(), done[d.name.as_str()].0))
             .collect();
-        let on = match &recipe.root {
-            Some(root) => BuildsOn::Root(done[root.name.as_str()]),
+        let root = recipe.root.as_ref().map(|r| &done[r.name.as_str()]);
+        let on = match root {
+            Some((h, _)) => BuildsOn::Root(*h),
             None if recipe.is_host_build() => BuildsOn::Host(host_identity()),
             None => BuildsOn::Nothing,
         };
         let hash = drv_hash(recipe, &source_hashes, &deps, &platform, on);
-        done.insert(&recipe.name, hash);
+        let store_name = StoreName::new(&hash, &recipe.name, &recipe.version);
+        let root = root.map(|(_, n)| n.clone());
+        done.insert(&recipe.name, (hash, store_name.clone()));
         out.push(Derivation {
             recipe,
             hash,
-            store_name: StoreName::new(&hash, &recipe.name, &recipe.version),
+            store_name,
+            root,
             source_hashes,
         });
     }

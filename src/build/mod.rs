@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use env::{dep_var, SOURCE_DATE_EPOCH, SYSTEM_PATH};
-pub use sandbox::{Sandbox, SandboxMode, SandboxUnavailable, BUILD_DIR, CANONICAL_STORE};
+pub use sandbox::{
+    RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable, BUILD_DIR, CANONICAL_STORE,
+};
 
 use crate::derivation::Derivation;
 use crate::fetch::FetchConfig;
@@ -60,6 +62,12 @@ pub enum BuildError {
         #[source]
         source: Box<crate::archive::ArchiveError>,
     },
+    #[error("recipe `{recipe}` runs on the root {root}, which needs bubblewrap, but {why}\n  hint: install the Debian package `bubblewrap` (a recipe with a root never builds on the host)")]
+    NeedsSandbox {
+        recipe: String,
+        root: StoreName,
+        why: String,
+    },
     #[error("two sources write {path}: give one of them another `dest`")]
     SourceClash { path: PathBuf },
     #[error("cannot read {path}: {source}")]
@@ -96,7 +104,10 @@ impl BuildError {
     /// Whether this failure is the user's to fix in a recipe or arguments (exit code 2) rather
     /// than a build that failed (exit code 1).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, BuildError::SourceClash { .. })
+        matches!(
+            self,
+            BuildError::SourceClash { .. } | BuildError::NeedsSandbox { .. }
+        )
     }
 }
 
@@ -214,7 +225,7 @@ impl Builder<'_> {
                 });
             }
             // Built by the build user; stored as root's, like every other output.
-            if self.sandbox.build_user().is_some() {
+            if self.sandbox.build_user().is_some() && !recipe.steps.is_empty() {
                 build_user::chown_tree(&built, 0, 0).map_err(io(&built))?;
             }
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
@@ -263,14 +274,25 @@ impl Builder<'_> {
     ) -> Result<(), BuildError> {
         let (build_dir, store_view) = (dirs.build, dirs.store_view);
         let recipe = job.drv.recipe;
-        sources::prepare(
-            recipe,
-            &job.drv.source_hashes,
-            self.store,
-            self.fetch,
-            &build_dir.join("src"),
-        )?;
-        if self.sandbox.is_on() {
+        let root = match (&job.drv.root, self.sandbox) {
+            (Some(root), Sandbox::Bwrap { .. }) => Some(self.store.path(root)),
+            (Some(root), Sandbox::Off { why }) if !recipe.steps.is_empty() => {
+                return Err(BuildError::NeedsSandbox {
+                    recipe: recipe.name.clone(),
+                    root: root.clone(),
+                    why: why.clone(),
+                })
+            }
+            _ => None,
+        };
+        let src = build_dir.join("src");
+        sources::prepare(recipe, &job.drv.source_hashes, self.store, self.fetch, &src)?;
+        if recipe.steps.is_empty() {
+            // Nothing to run: the laid-out sources are the output (a build root of .debs).
+            let out = store_view.join(job.drv.store_name.as_str());
+            return std::fs::rename(&src, &out).map_err(io(&out));
+        }
+        if self.sandbox.is_on() && root.is_none() {
             sandbox::write_etc(dirs.etc).map_err(io(dirs.etc))?;
         }
         // The step runs as the build user, who must be able to write what it is given.
@@ -282,6 +304,7 @@ impl Builder<'_> {
         let mounts = sandbox::Mounts {
             build_dir,
             store_view,
+            root,
             etc_dir: dirs.etc,
             inputs: job
                 .closure
@@ -398,7 +421,12 @@ impl Builder<'_> {
             .filter(|n| n != &job.drv.store_name)
             .collect();
         meta.host_paths = found.host_paths;
-        meta.sandboxed = self.sandbox.is_on();
+        meta.sandboxed = self.sandbox.is_on() && !job.drv.recipe.steps.is_empty();
+        meta.root = job.drv.root.clone();
+        if job.drv.recipe.is_host_build() {
+            meta.host_build = true;
+            meta.host = crate::derivation::host_identity().to_string();
+        }
         Ok(meta)
     }
 }

@@ -64,16 +64,72 @@ pub struct SandboxUnavailable {
     pub why: String,
 }
 
+/// Recipes with a root cannot be built without bubblewrap: they never fall back to the host.
+#[derive(Debug, thiserror::Error)]
+#[error("{} run on a root file system, which needs bubblewrap, but {why}\n  hint: install the Debian package `bubblewrap` (a recipe with a `root` never builds on the host's /usr)", recipes.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "))]
+pub struct RootNeedsSandbox {
+    pub recipes: Vec<String>,
+    pub why: String,
+}
+
 /// What a step's sandbox binds where.
 pub struct Mounts<'a> {
     /// Host directory that appears as [`BUILD_DIR`].
     pub build_dir: &'a Path,
     /// Host directory that appears as [`CANONICAL_STORE`]; the output is created inside it.
     pub store_view: &'a Path,
+    /// The root file system (a store path) that appears as `/`, read-only; `None`: the host's
+    /// `/usr` and pybake's own `/etc`.
+    pub root: Option<PathBuf>,
     /// Host directory holding the generated `passwd`, `group` and `hosts` (see [`write_etc`]).
     pub etc_dir: &'a Path,
     /// Host store paths of the dependency closure, each bound read-only under the store view.
     pub inputs: Vec<(PathBuf, String)>,
+}
+
+/// What `/` is made of.
+enum System {
+    /// A root file system: its top-level entries, and where bubblewrap finds it.
+    Root {
+        entries: Vec<(String, RootEntry)>,
+        seen: PathBuf,
+    },
+    /// The host's `/usr`, with pybake's `/etc` files where bubblewrap finds them.
+    Host { etc: PathBuf },
+}
+
+enum RootEntry {
+    Dir,
+    File,
+    Link(PathBuf),
+}
+
+/// Paths inside the sandbox that pybake mounts itself, whatever the root holds there.
+const OWN_MOUNTS: &[&str] = &["build", "dev", "proc", "pybake", "tmp"];
+
+/// The top-level entries of a root file system, sorted, without the ones pybake mounts.
+fn root_entries(root: &Path) -> io::Result<Vec<(String, RootEntry)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        let Some(name) = e.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        if OWN_MOUNTS.contains(&name.as_str()) {
+            continue;
+        }
+        let ft = e.file_type()?;
+        let kind = if ft.is_symlink() {
+            RootEntry::Link(std::fs::read_link(e.path())?)
+        } else if ft.is_dir() {
+            RootEntry::Dir
+        } else {
+            RootEntry::File
+        };
+        out.push((name, kind));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// Writes the sandbox's `/etc/passwd`, `/etc/group` and `/etc/hosts` into `dir`.
@@ -239,7 +295,15 @@ impl Sandbox {
         };
         let build_dir = seen(m.build_dir)?;
         let store_view = seen(m.store_view)?;
-        let etc_dir = seen(m.etc_dir)?;
+        let system = match &m.root {
+            Some(root) => System::Root {
+                entries: root_entries(root)?,
+                seen: seen(root)?,
+            },
+            None => System::Host {
+                etc: seen(m.etc_dir)?,
+            },
+        };
         let inputs = m
             .inputs
             .iter()
@@ -247,26 +311,43 @@ impl Sandbox {
             .collect::<io::Result<Vec<_>>>()?;
 
         isolation_args(&mut c);
-        c.args(["--ro-bind", "/usr", "/usr"]);
-        // Mirror the host's merged-/usr symlinks (or bind the real directories).
-        for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-            match std::fs::read_link(top) {
-                Ok(target) => {
-                    c.arg("--symlink").arg(target).arg(top);
+        match &system {
+            System::Root { entries, seen } => {
+                // bubblewrap's `/` is a fresh tmpfs: each top-level entry of the root is bound
+                // there, so the root needs no mount points of its own.
+                for (name, kind) in entries {
+                    let at = format!("/{name}");
+                    match kind {
+                        RootEntry::Link(target) => {
+                            c.arg("--symlink").arg(target).arg(&at);
+                        }
+                        RootEntry::Dir | RootEntry::File => {
+                            c.arg("--ro-bind").arg(seen.join(name)).arg(&at);
+                        }
+                    }
                 }
-                Err(_) if Path::new(top).is_dir() => {
-                    c.args(["--ro-bind", top, top]);
-                }
-                Err(_) => {}
             }
-        }
-        for f in ["passwd", "group", "hosts"] {
-            c.arg("--ro-bind")
-                .arg(etc_dir.join(f))
-                .arg(format!("/etc/{f}"));
-        }
-        for host in HOST_ETC {
-            c.args(["--ro-bind-try", host, host]);
+            System::Host { etc } => {
+                c.args(["--ro-bind", "/usr", "/usr"]);
+                // Mirror the host's merged-/usr symlinks (or bind the real directories).
+                for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+                    match std::fs::read_link(top) {
+                        Ok(target) => {
+                            c.arg("--symlink").arg(target).arg(top);
+                        }
+                        Err(_) if Path::new(top).is_dir() => {
+                            c.args(["--ro-bind", top, top]);
+                        }
+                        Err(_) => {}
+                    }
+                }
+                for f in ["passwd", "group", "hosts"] {
+                    c.arg("--ro-bind").arg(etc.join(f)).arg(format!("/etc/{f}"));
+                }
+                for host in HOST_ETC {
+                    c.args(["--ro-bind-try", host, host]);
+                }
+            }
         }
         c.args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
         c.arg("--bind").arg(&build_dir).arg(BUILD_DIR);

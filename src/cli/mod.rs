@@ -215,6 +215,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
             .is_some()
         || e.downcast_ref::<crate::lock::LockError>().is_some()
         || e.downcast_ref::<SandboxUnavailable>().is_some()
+        || e.downcast_ref::<crate::build::RootNeedsSandbox>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<crate::fetch::ConfigError>().is_some()
     {

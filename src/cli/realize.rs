@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{default_parallelism, Context, Global, EXIT_BUILD_FAILED};
-use crate::build::{Sandbox, SandboxMode};
+use crate::build::{RootNeedsSandbox, Sandbox, SandboxMode};
 use crate::progress;
 use crate::scheduler::{self, Options, Status};
 
@@ -98,13 +98,28 @@ pub(crate) fn realize(
     }
     let drvs = ctx.derivations(&a.names)?;
     let reporter = progress::for_stderr();
-    let needs_build = scheduler::plan(&ctx.store, &drvs, &a.names)
+    let plan = scheduler::plan(&ctx.store, &drvs, &a.names);
+    let will_run: Vec<&crate::recipe::Recipe> = plan
         .iter()
-        .any(|(_, cached)| !cached);
+        .filter(|(d, cached)| !cached && !d.recipe.steps.is_empty())
+        .map(|(d, _)| d.recipe)
+        .collect();
     // Only decide (and warn about) the sandbox when something will actually run.
-    let sandbox = if needs_build {
+    let sandbox = if !will_run.is_empty() {
         let s = Sandbox::detect(a.sandbox)?;
         if let Sandbox::Off { why } = &s {
+            let rooted: Vec<String> = will_run
+                .iter()
+                .filter(|r| r.root.is_some())
+                .map(|r| r.name.clone())
+                .collect();
+            if !rooted.is_empty() {
+                return Err(RootNeedsSandbox {
+                    recipes: rooted,
+                    why: why.clone(),
+                }
+                .into());
+            }
             if a.sandbox == SandboxMode::Auto {
                 reporter.note(&format!(
                     "warning: {why}; builds run without network isolation and see host paths \

@@ -26,6 +26,16 @@ pub struct Meta {
     /// Whether the build ran inside bubblewrap.
     #[serde(default)]
     pub sandboxed: bool,
+    /// The root the steps ran on (its store name), or `None`.
+    #[serde(default)]
+    pub root: Option<StoreName>,
+    /// Whether the steps ran on the host's `/usr` (no root): the output then depends on the
+    /// host, identified by `host` (docs/store.md), and a binary cache treats it with care.
+    #[serde(default)]
+    pub host_build: bool,
+    /// For a host build, the host's identity as hashed (`debian 12`); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     /// Wall time of the build.
     #[serde(default)]
     pub build_seconds: f64,
@@ -41,6 +51,9 @@ impl Meta {
             references: Vec::new(),
             host_paths: BTreeMap::new(),
             sandboxed: false,
+            root: None,
+            host_build: false,
+            host: String::new(),
             build_seconds: 0.0,
         }
     }

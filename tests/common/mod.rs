@@ -175,3 +175,35 @@ path = "hello-src"
     );
     p
 }
+
+/// Adds `tiny-root`: a root file system with no steps, made of the host's static busybox
+/// (`/bin/busybox`, from the Debian package busybox-static) and a build user, so that tests can
+/// build on a root without downloading anything.
+pub fn tiny_root(p: &Project) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "the tests need a static busybox at /bin/busybox (scripts/install-deps installs busybox-static)"
+    );
+    let root = p.path().join("recipes/tiny-root-src");
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(busybox, root.join("usr/bin/busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("usr/bin").join(applet)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\npybake:x:1000:1000::/build/home:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\npybake:x:1000:\n").unwrap();
+    p.recipe(
+        "tiny-root",
+        "name = \"tiny-root\"\nversion = \"1\"\n[[sources]]\npath = \"tiny-root-src\"\n",
+    );
+}
