@@ -243,7 +243,7 @@ mod tests {
     use crate::recipe::Location;
     use std::os::unix::fs::symlink;
 
-    /// A temp dir with `src/` (`$src`), `host/` (outside it) and `store/`.
+    /// A temp dir with `src/` (`$src`), `in/` (the sources), `host/` (outside both) and `store/`.
     struct Fixture {
         dir: tempfile::TempDir,
     }
