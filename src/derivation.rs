@@ -191,7 +191,10 @@ mod tests {
                 },
                 unpack: true,
                 dest: ".".into(),
-                line: None,
+                at: crate::recipe::Location {
+                    file: PathBuf::from("/somewhere/hello.toml"),
+                    line: None,
+                },
             }],
             provides: BTreeMap::new(),
             requires: BTreeMap::new(),

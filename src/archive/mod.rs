@@ -5,6 +5,9 @@
 //!   directory inside `dest`, and no entry is ever written through a symlink: each parent
 //!   component of an entry is checked with `lstat` to be a real directory, and files are created
 //!   with `O_EXCL`, which does not follow a symlink in the last component.
+//! - `dest` itself is the caller's to vouch for: it is created with `create_dir_all`, which
+//!   follows symlinks, so a caller MUST NOT pass a `dest` that is, or passes through, a symlink
+//!   someone else could have placed (`build::sources` checks each component below `$src` first).
 //! - An entry is refused (the whole unpack fails, naming the archive and the entry) if its path is
 //!   absolute or has a `..` component, if it is a device or fifo node, if it is a hard link to
 //!   anything but a regular file unpacked earlier from the same archive, or if it is a symlink
@@ -126,6 +129,7 @@ pub fn looks_like_archive(file_name: &str) -> bool {
 }
 
 /// Unpacks `archive` into `dest` (created if missing), enforcing the module's invariants.
+/// `dest` MUST NOT be or pass through an untrusted symlink (see the module doc).
 pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ArchiveError> {
     let open_err = |source| ArchiveError::Open {
         archive: archive.to_path_buf(),

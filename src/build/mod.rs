@@ -27,6 +27,7 @@ pub use sandbox::{
 use crate::derivation::Derivation;
 use crate::fetch::FetchConfig;
 use crate::hash::{tree, OutputHash};
+use crate::recipe::Location;
 use crate::store::{Meta, Store, StoreError, StoreName};
 
 /// How many log lines a failure message shows.
@@ -70,6 +71,20 @@ pub enum BuildError {
     },
     #[error("two sources write {path}: give one of them another `dest`")]
     SourceClash { path: PathBuf },
+    #[error("recipe `{recipe}`: the source at {at} would be written through the symlink $src/{} that an earlier source put there; pybake never writes through a link under $src\n  hint: give this source a `dest` that does not pass through `{}`", path.display(), path.display())]
+    ThroughSymlink {
+        recipe: String,
+        at: Location,
+        /// The link, relative to `$src`.
+        path: PathBuf,
+    },
+    #[error("recipe `{recipe}`: the source at {at} goes under $src/{}, which an earlier source made a file, not a directory\n  hint: give this source another `dest`", path.display())]
+    NotADirectory {
+        recipe: String,
+        at: Location,
+        /// The file, relative to `$src`.
+        path: PathBuf,
+    },
     #[error("cannot read {path}: {source}")]
     Tree {
         path: PathBuf,
@@ -106,7 +121,10 @@ impl BuildError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            BuildError::SourceClash { .. } | BuildError::NeedsSandbox { .. }
+            BuildError::SourceClash { .. }
+                | BuildError::NeedsSandbox { .. }
+                | BuildError::ThroughSymlink { .. }
+                | BuildError::NotADirectory { .. }
         )
     }
 }

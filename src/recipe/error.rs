@@ -33,6 +33,8 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{file} is {kind}, not a regular file: only regular files (or symlinks to them) named *.toml are read as recipes\n  hint: rename it or move it out of the recipe directory")]
+    NotAFile { file: PathBuf, kind: &'static str },
     #[error("{at}: {message}")]
     Syntax { at: Location, message: String },
     #[error("{at}: bad value for `{field}`: {message}")]

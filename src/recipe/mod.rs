@@ -3,6 +3,16 @@
 //! Loading reads every `*.toml` in the directory in name order, parses each into a
 //! [`raw::RawRecipe`], applies `extends`, and validates into [`Recipe`]. Dependencies are checked
 //! by [`crate::graph`].
+//!
+//! What loading guarantees (the rest of pybake relies on it):
+//! - Only regular files (or symlinks to them) are read; anything else named `*.toml` is an error
+//!   before it is opened, so a fifo cannot hang the loader.
+//! - `name` and `version` fit in a store name ([`crate::store::MAX_NAME_VERSION_LEN`]).
+//! - A `path` source resolves, symlinks followed, inside the recipe directory; [`Origin::Local`]
+//!   holds that resolved path, with no symlink left below the recipe directory. Host files that
+//!   are not part of the project come in through `pybake import` or a pinned `file://` URL.
+//! - A `dest` is relative and has no `..` (that it never passes through a symlink is checked when
+//!   sources are laid out, see `build::sources`).
 
 mod error;
 mod raw;
@@ -14,6 +24,7 @@ use std::path::{Path, PathBuf};
 pub use error::{line_of, suggestion, Location, RecipeError};
 pub use resolved::{url_file_name, Dep, Origin, Recipe, Requirement, Source, RESERVED_ENV};
 
+use crate::store::MAX_NAME_VERSION_LEN;
 use raw::{RawRecipe, RawSource};
 
 /// Every recipe of a directory, by name.
@@ -45,6 +56,8 @@ impl RecipeSet {
             dir: dir.to_path_buf(),
             source: e,
         };
+        // `path` sources are confined to the real directory, symlinks resolved.
+        let real_dir = dir.canonicalize().map_err(read_dir)?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(read_dir)?
             .map(|e| e.map(|e| e.path()))
@@ -74,7 +87,14 @@ impl RecipeSet {
 
         let mut recipes = BTreeMap::new();
         for name in parsed.keys() {
-            let recipe = resolve(dir, name, &parsed)?;
+            let recipe = resolve(
+                Dirs {
+                    dir,
+                    real_dir: &real_dir,
+                },
+                name,
+                &parsed,
+            )?;
             recipes.insert(name.clone(), recipe);
         }
         Ok(RecipeSet {
@@ -95,10 +115,19 @@ impl RecipeSet {
 }
 
 fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
-    let text = std::fs::read_to_string(file).map_err(|e| RecipeError::ReadFile {
+    let read_err = |e| RecipeError::ReadFile {
         file: file.to_path_buf(),
         source: e,
-    })?;
+    };
+    // Checked before opening: opening a fifo for reading blocks until a writer comes.
+    let file_type = std::fs::metadata(file).map_err(read_err)?.file_type();
+    if !file_type.is_file() {
+        return Err(RecipeError::NotAFile {
+            file: file.to_path_buf(),
+            kind: kind_of(file_type),
+        });
+    }
+    let text = std::fs::read_to_string(file).map_err(read_err)?;
     let raw: RawRecipe = toml::from_str(&text).map_err(|e| RecipeError::Syntax {
         at: Location {
             file: file.to_path_buf(),
@@ -111,6 +140,29 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
         file: file.to_path_buf(),
         text,
     })
+}
+
+/// What a file that is not a regular file is, for messages.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+/// The recipe directory as given (for the paths recipes keep) and resolved (for confinement).
+#[derive(Clone, Copy)]
+struct Dirs<'a> {
+    dir: &'a Path,
+    real_dir: &'a Path,
 }
 
 /// The chain `name`, its parent, its grandparent, ... (child first).
@@ -176,7 +228,7 @@ fn check_token(
 }
 
 fn resolve(
-    dir: &Path,
+    dirs: Dirs,
     name: &str,
     parsed: &BTreeMap<String, Parsed>,
 ) -> Result<Recipe, RecipeError> {
@@ -199,6 +251,19 @@ fn resolve(
                 .into(),
         )),
     };
+    let len = name.len() + version.len();
+    if len > MAX_NAME_VERSION_LEN {
+        return Err(bad(
+            me,
+            Some(me.raw.name.span()),
+            "name",
+            format!(
+                "`name` and `version` together are {len} bytes, but at most \
+                 {MAX_NAME_VERSION_LEN} bytes are allowed: they become a file name in the store \
+                 (`<hash>-<name>-<version>`); shorten the name or the version"
+            ),
+        ));
+    }
     let description = nearest(&chain, |r| r.description.as_ref())
         .map(|(_, d)| d.clone())
         .unwrap_or_default();
@@ -263,7 +328,7 @@ fn resolve(
     let sources = match nearest(&chain, |r| r.sources.as_ref()) {
         Some((p, list)) => list
             .iter()
-            .map(|s| resolve_source(dir, p, s))
+            .map(|s| resolve_source(dirs, p, s))
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
@@ -351,7 +416,7 @@ fn is_env_name(k: &str) -> bool {
 }
 
 fn resolve_source(
-    dir: &Path,
+    dirs: Dirs,
     p: &Parsed,
     spanned: &toml::Spanned<RawSource>,
 ) -> Result<Source, RecipeError> {
@@ -381,14 +446,39 @@ fn resolve_source(
             }
             // Paths are relative to the recipe directory, and the directory itself never enters a
             // hash: only the content does, so checkouts at different places agree.
-            let full = dir.join(path);
-            if !full.exists() {
+            let full = dirs.dir.join(path);
+            let real = match full.canonicalize() {
+                Ok(real) => real,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(bad(format!(
+                        "path {path:?} does not exist (looked for {})",
+                        full.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(bad(format!(
+                        "path {path:?} cannot be resolved (looked for {}): {e}",
+                        full.display()
+                    )))
+                }
+            };
+            let Ok(inside) = real.strip_prefix(dirs.real_dir) else {
                 return Err(bad(format!(
-                    "path {path:?} does not exist (looked for {})",
-                    full.display()
+                    "path {path:?} resolves to {}, outside the recipe directory {}: a `path` \
+                     source must lie inside it (symlinks are followed to check)\n  hint: bring \
+                     in host files that are not part of the project with `pybake import FILE` \
+                     or as a `url = \"file://...\"` source pinned by `sha256`",
+                    real.display(),
+                    dirs.real_dir.display()
                 )));
-            }
-            (Origin::Local { path: full }, path.clone())
+            };
+            // The resolved path, so that hashing and copying never go through a link here.
+            (
+                Origin::Local {
+                    path: dirs.dir.join(inside),
+                },
+                path.clone(),
+            )
         }
         (None, Some(url)) => {
             let Some(sha) = &s.sha256 else {
@@ -424,7 +514,7 @@ fn resolve_source(
         origin,
         unpack,
         dest,
-        line: span.map(|s| line_of(&p.text, s.start)),
+        at: p.at(span),
     })
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::Location;
 use crate::hash::SourceHash;
 
 /// Environment variables a recipe's `[env]` may not set: pybake owns them (see docs/recipes.md).
@@ -66,7 +67,8 @@ pub struct Source {
     pub unpack: bool,
     /// Where under `$src` the source goes; `.` is `$src` itself.
     pub dest: String,
-    pub line: Option<usize>,
+    /// Where the source is written: through `extends`, a parent's file.
+    pub at: Location,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

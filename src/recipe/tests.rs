@@ -95,3 +95,69 @@ fn lenient_versions() {
     );
     assert_eq!(parse_lenient_version("x"), None);
 }
+
+#[test]
+fn name_and_version_must_fit_in_a_store_name() {
+    let max = crate::store::MAX_NAME_VERSION_LEN;
+    let t = tempfile::tempdir().unwrap();
+    let recipe = |name: &str| format!("name = \"{name}\"\nversion = \"1.0\"\n");
+    write(t.path(), "a.toml", &recipe(&"n".repeat(max - 3)));
+    RecipeSet::load(t.path()).unwrap();
+    write(t.path(), "a.toml", &recipe(&"n".repeat(max - 2)));
+    let e = RecipeSet::load(t.path()).unwrap_err().to_string();
+    assert!(e.contains("a.toml:1"), "{e}");
+    assert!(
+        e.contains(&format!("{} bytes", max + 1)) && e.contains(&format!("at most {max} bytes")),
+        "{e}"
+    );
+}
+
+fn with_path_source(t: &Path, path: &str) -> Result<RecipeSet, RecipeError> {
+    write(
+        t,
+        "a.toml",
+        &format!("name = \"a\"\nversion = \"1\"\n[[sources]]\npath = {path:?}\n"),
+    );
+    RecipeSet::load(t)
+}
+
+#[test]
+fn path_sources_stay_inside_the_recipe_directory() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("recipes");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(top.path().join("secret"), "s").unwrap();
+    std::os::unix::fs::symlink("../secret", dir.join("out-link")).unwrap();
+    std::os::unix::fs::symlink("src", dir.join("in-link")).unwrap();
+    let secret = top.path().join("secret");
+    for bad in [
+        "../secret",
+        secret.to_str().unwrap(),
+        "out-link",
+        "src/../../secret",
+    ] {
+        let e = with_path_source(&dir, bad).unwrap_err();
+        assert!(matches!(e, RecipeError::BadValue { .. }), "{bad}: {e}");
+        let e = e.to_string();
+        assert!(e.contains("a.toml:3"), "{e}");
+        assert!(e.contains("outside the recipe directory"), "{e}");
+        assert!(e.contains("pybake import") && e.contains("file://"), "{e}");
+    }
+    // A link inside is replaced by what it points to, so nothing later goes through it.
+    let set = with_path_source(&dir, "in-link").unwrap();
+    assert_eq!(
+        set.get("a").unwrap().sources[0].origin,
+        Origin::Local {
+            path: dir.join("src")
+        }
+    );
+}
+
+#[test]
+fn only_regular_files_are_read_as_recipes() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("d.toml")).unwrap();
+    let e = RecipeSet::load(t.path()).unwrap_err();
+    assert!(matches!(e, RecipeError::NotAFile { .. }), "{e}");
+    assert!(e.to_string().contains("d.toml is a directory"), "{e}");
+}

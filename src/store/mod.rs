@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use meta::Meta;
-pub use name::StoreName;
+pub use name::{StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
 
 /// The path builds see the store at inside the sandbox, on every machine.
 pub const CANONICAL_STORE: &str = "/pybake/store";
