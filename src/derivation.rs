@@ -2,7 +2,7 @@
 //!
 //! The hash covers everything that can change an output and nothing else:
 //! the scheme version, the host platform, the recipe's name, version, steps and `[env]`, each
-//! source's destination, unpack flag and content hash, each dependency's name and derivation
+//! source's destination, file name, unpack flag and content hash, each dependency's name and derivation
 //! hash (so a change anywhere below propagates to every dependent), and what the steps run on:
 //! the root recipe's derivation hash, or, for a host build (steps and no root), the host's
 //! identity ([`host_identity`]: the distribution and its version from `/etc/os-release`), since
@@ -10,13 +10,14 @@
 //! recipes, the checkout or the store live, the recipe's file name, comments, formatting, key
 //! order, `description`, or whether the recipe was written out in full or through `extends`.
 //!
-//! v2 (from v1): the root or host identity; sources get the fixed mtime `SOURCE_DATE_EPOCH`
-//! and steps run as an unprivileged uid 1000, both of which change output bytes.
+//! v2 (from v1): the root or host identity, and the file name a source that is not unpacked is
+//! copied under; also, since v1, sources get the fixed mtime `SOURCE_DATE_EPOCH` and steps run
+//! as an unprivileged uid 1000, both of which change output bytes.
 
 use std::collections::BTreeMap;
 
 use crate::hash::{tree, Canon, DrvHash, SourceHash};
-use crate::recipe::{Origin, Recipe, RecipeError};
+use crate::recipe::{Origin, Recipe, RecipeError, Source};
 use crate::store::StoreName;
 
 pub const SCHEME: &str = "pybake-drv-v2";
@@ -138,22 +139,46 @@ pub fn drv_hash(
     platform: &str,
     on: BuildsOn,
 ) -> DrvHash {
+    // Every field is named here, so a new field of `Recipe` cannot be added without deciding
+    // whether it is hashed.
+    let Recipe {
+        name,
+        version,
+        description: _, // words for people
+        run: _,         // how to use the output, not how to build it
+        file: _,        // where the recipe lives
+        deps: _,        // hashed through `deps`, with each dependency's derivation hash
+        root: _,        // hashed through `on`
+        steps,
+        env,
+        sources,
+        provides: _, // checked against `requires`; neither changes what is built
+        requires: _,
+    } = recipe;
     let mut c = Canon::new();
     c.field("scheme", SCHEME)
         .field("platform", platform)
-        .field("name", &recipe.name)
-        .field("version", &recipe.version);
+        .field("name", name)
+        .field("version", version);
     match on {
         BuildsOn::Root(h) => c.str("root").bytes(h.as_bytes()),
         BuildsOn::Host(id) => c.field("host", id),
         BuildsOn::Nothing => c.str("nothing"),
     };
-    c.str("steps").str_list(&recipe.steps);
-    c.str("env").str_map(&recipe.env);
-    c.str("sources").u64(recipe.sources.len() as u64);
-    for (s, h) in recipe.sources.iter().zip(source_hashes) {
-        c.field("dest", &s.dest)
-            .field("unpack", if s.unpack { "true" } else { "false" })
+    c.str("steps").str_list(steps);
+    c.str("env").str_map(env);
+    c.str("sources").u64(sources.len() as u64);
+    for (s, h) in sources.iter().zip(source_hashes) {
+        let Source {
+            origin,
+            unpack,
+            dest,
+            at: _,
+        } = s;
+        // A file that is not unpacked is copied under this name.
+        c.field("dest", dest)
+            .field("file", &origin.file_name())
+            .field("unpack", if *unpack { "true" } else { "false" })
             .str("sha256")
             .bytes(h.as_bytes());
     }
@@ -167,7 +192,7 @@ pub fn drv_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::{Dep, Source};
+    use crate::recipe::Dep;
     use std::path::PathBuf;
 
     fn recipe() -> Recipe {
@@ -212,7 +237,7 @@ mod tests {
     fn known_answer() {
         assert_eq!(
             hash_of(&recipe()).to_string(),
-            "sha256:1ca5b1006965ce07866f53f28be2720da229995f00af6e9925dfab2cc2a25a89"
+            "sha256:25f8ec03bf051c8fd36e038bb1c9e74faa2dd545d49f3bb37687a337d3271cbb"
         );
     }
 
@@ -237,6 +262,22 @@ mod tests {
         let mut r = recipe();
         r.version = "1.1".into();
         assert_ne!(hash_of(&r), base);
+        let mut r = recipe();
+        r.sources[0].origin = Origin::Url {
+            urls: vec!["https://example.org/y.tar.gz".into()],
+            sha256: SourceHash::of(b"x"),
+        };
+        assert_ne!(hash_of(&r), base, "the file name a source has in $src");
+        let mut r = recipe();
+        r.sources[0].origin = Origin::Url {
+            urls: vec!["https://mirror.example.net/pub/x.tar.gz".into()],
+            sha256: SourceHash::of(b"x"),
+        };
+        assert_eq!(
+            hash_of(&r),
+            base,
+            "where a source is downloaded from does not count"
+        );
         let mut r = recipe();
         r.sources[0].dest = "sub".into();
         assert_ne!(hash_of(&r), base);
