@@ -2,10 +2,11 @@
 //!
 //! Inside the sandbox every build sees the same paths on every machine: the build directory at
 //! [`BUILD_DIR`], the store at [`CANONICAL_STORE`] holding only the dependency closure (read-only)
-//! and the output being built (writable); `/usr` read-only, an `/etc` of pybake's making (a
-//! build user, `localhost`) plus the few host files a tool chain reads (see [`HOST_ETC`]), fresh
-//! `/dev`, `/proc` and `/tmp`, no network, a fixed host name, and every process killed when
-//! pybake dies.
+//! and the output being built (writable); fresh `/dev`, `/proc` and `/tmp`, no network, a fixed
+//! host name, and every process killed when pybake dies. The rest of `/` is the recipe's root
+//! (a store path, read-only, each of its top-level entries bound into bubblewrap's empty `/`),
+//! or, for a host build, the host's `/usr` read-only with an `/etc` of pybake's making (a build
+//! user, `localhost`) plus the few host files a tool chain reads (see [`HOST_ETC`]).
 //!
 //! The step runs as uid/gid [`SANDBOX_UID`] with no capabilities, in a new session (no
 //! controlling terminal to inject input into), and cannot create user namespaces of its own.
