@@ -320,7 +320,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Output hash, references and host-specific paths of a finished output.
+    /// Output hash, references and host-specific paths of a finished output, from one read of
+    /// each file.
     fn describe(
         &self,
         job: &Job,
@@ -332,7 +333,6 @@ impl Builder<'_> {
             path: built.to_path_buf(),
             source,
         };
-        let output_hash = OutputHash::from_bytes(tree::hash_path(built).map_err(tree_err)?);
         let mut candidates = job.closure.clone();
         candidates.push(job.drv.store_name.clone());
         let mut prefixes = vec![CANONICAL_STORE.to_string()];
@@ -350,7 +350,7 @@ impl Builder<'_> {
             );
         }
         let found = scan::scan(built, &prefixes, &candidates, &host).map_err(tree_err)?;
-        let mut meta = Meta::new(&job.drv.store_name, job.drv.hash, output_hash);
+        let mut meta = Meta::new(&job.drv.store_name, job.drv.hash, found.output_hash);
         meta.references = found
             .references
             .into_iter()
