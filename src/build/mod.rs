@@ -186,7 +186,7 @@ impl Builder<'_> {
         if then == Then::Compare {
             log_path.as_mut_os_string().push(".check");
         }
-        let mut log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let mut log = crate::store::create_readable(&log_path).map_err(io(&log_path))?;
 
         let result = self.run(job, &build_dir, &store_view, &mut log, &log_path, on_step);
         let result = result.and_then(|()| {
@@ -198,6 +198,8 @@ impl Builder<'_> {
                     kept: String::new(),
                 });
             }
+            // Before hashing: what is hashed is what gets stored.
+            crate::store::unshare_hard_links(&built)?;
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
             meta.build_seconds = started.elapsed().as_secs_f64();
             if then == Then::Compare {
@@ -218,12 +220,12 @@ impl Builder<'_> {
         });
         match result {
             Err(e) if self.keep_failed => {
-                let kept = tmp.keep();
+                let kept = self.store.keep_tmp(tmp);
                 Err(with_kept(e, &kept))
             }
             // A check that found differences keeps the rebuilt output for comparison.
             Ok(Built::Compared(mut c)) if self.keep_failed && !c.differences.is_empty() => {
-                c.kept = Some(tmp.keep().join("store").join(name.as_str()));
+                c.kept = Some(self.store.keep_tmp(tmp).join("store").join(name.as_str()));
                 Ok(Built::Compared(c))
             }
             other => {
