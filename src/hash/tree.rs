@@ -184,14 +184,15 @@ fn read_file<S: Scanner>(
     Ok(hasher.finalize().into())
 }
 
-/// The digest and scan state of each file entry (`None` for the others). Large trees are read
-/// in parallel; small ones on this thread, where waking the thread pool would cost more than it
-/// saves.
-#[allow(clippy::type_complexity)]
+/// A file entry's digest and what the scanner found in it; `None` for other entries.
+type FileRead<T> = Option<([u8; 32], T)>;
+
+/// The digest and scan state of each file entry. Large trees are read in parallel; small ones
+/// on this thread, where waking the thread pool would cost more than it saves.
 fn read_files<S: Scanner>(
     entries: &[Entry],
     scanner: &S,
-) -> Result<Vec<Option<([u8; 32], S::State)>>, TreeError> {
+) -> Result<Vec<FileRead<S::State>>, TreeError> {
     let one = |e: &Entry| match e.kind {
         Kind::File { .. } => {
             let mut state = scanner.start(e);
