@@ -225,7 +225,7 @@ impl Builder<'_> {
         if then == Then::Compare {
             log_path.as_mut_os_string().push(".check");
         }
-        let mut log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let mut log = crate::store::create_readable(&log_path).map_err(io(&log_path))?;
 
         let dirs = Dirs {
             build: &build_dir,
@@ -246,6 +246,8 @@ impl Builder<'_> {
             if self.sandbox.build_user().is_some() && !recipe.steps.is_empty() {
                 build_user::chown_tree(&built, 0, 0).map_err(io(&built))?;
             }
+            // Before hashing: what is hashed is what gets stored.
+            crate::store::unshare_hard_links(&built)?;
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
             meta.build_seconds = started.elapsed().as_secs_f64();
             if then == Then::Compare {
@@ -266,12 +268,12 @@ impl Builder<'_> {
         });
         match result {
             Err(e) if self.keep_failed => {
-                let kept = tmp.keep();
+                let kept = self.store.keep_tmp(tmp);
                 Err(with_kept(e, &kept))
             }
             // A check that found differences keeps the rebuilt output for comparison.
             Ok(Built::Compared(mut c)) if self.keep_failed && !c.differences.is_empty() => {
-                c.kept = Some(tmp.keep().join("store").join(name.as_str()));
+                c.kept = Some(self.store.keep_tmp(tmp).join("store").join(name.as_str()));
                 Ok(Built::Compared(c))
             }
             other => {
@@ -402,7 +404,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Output hash, references and host-specific paths of a finished output.
+    /// Output hash, references and host-specific paths of a finished output, from one read of
+    /// each file.
     fn describe(
         &self,
         job: &Job,
@@ -414,7 +417,6 @@ impl Builder<'_> {
             path: built.to_path_buf(),
             source,
         };
-        let output_hash = OutputHash::from_bytes(tree::hash_path(built).map_err(tree_err)?);
         let mut candidates = job.closure.clone();
         candidates.push(job.drv.store_name.clone());
         let mut prefixes = vec![CANONICAL_STORE.to_string()];
@@ -432,7 +434,7 @@ impl Builder<'_> {
             );
         }
         let found = scan::scan(built, &prefixes, &candidates, &host).map_err(tree_err)?;
-        let mut meta = Meta::new(&job.drv.store_name, job.drv.hash, output_hash);
+        let mut meta = Meta::new(&job.drv.store_name, job.drv.hash, found.output_hash);
         meta.references = found
             .references
             .into_iter()

@@ -98,6 +98,10 @@ pub(crate) fn realize(
     }
     let drvs = ctx.derivations(&a.names)?;
     let reporter = progress::for_stderr();
+    // Temporaries of killed pybakes; the locks they hold tell live ones apart.
+    for e in ctx.store.remove_orphans().errors {
+        reporter.note(&format!("warning: cannot remove a leftover temporary: {e}"));
+    }
     let plan = scheduler::plan(&ctx.store, &drvs, &a.names);
     let will_run: Vec<&crate::recipe::Recipe> = plan
         .iter()

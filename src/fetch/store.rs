@@ -43,13 +43,11 @@ pub fn import(
     Ok((hash, size))
 }
 
-/// A new temp file in `tmp_dir` (created if missing), removed on drop.
+/// A new temp file in `tmp_dir` (created if missing), removed on drop. It stays locked while
+/// open, so that cleaning the store (`Store::remove_orphans`) knows its writer is alive.
 pub(super) fn temp_file(tmp_dir: &Path, prefix: &str) -> Result<NamedTempFile, FetchError> {
     fs_err::create_dir_all(tmp_dir).map_err(|e| store_err(tmp_dir, e))?;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempfile_in(tmp_dir)
-        .map_err(|e| store_err(tmp_dir, e))
+    crate::store::locked_temp_file(tmp_dir, prefix).map_err(|e| store_err(tmp_dir, e))
 }
 
 /// Makes a verified temp file the stored source `sha256`: read-only, fsynced, renamed into
@@ -123,6 +121,17 @@ mod tests {
         assert_eq!(import(&sources, &tmp, &file).unwrap(), (hash, size));
         assert_eq!(fs_err::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(fs_err::read_dir(&sources).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_files_are_locked_while_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = temp_file(dir.path(), "fetch-").unwrap();
+        let other = std::fs::File::open(temp.path()).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
     }
 
     #[test]

@@ -115,26 +115,90 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>, TreeError> {
     Ok(out)
 }
 
+/// How much of a file is read at a time; with the parallel walk this bounds the memory used to
+/// hash (and scan) a tree, whatever the size of its files.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Sees every file's contents while the tree is hashed, so that one read of each file serves
+/// both (reference scanning, see `build/scan.rs`).
+pub trait Scanner: Sync {
+    /// What the scanner learns about one file.
+    type State: Send;
+    /// How many bytes at the end of each window are shown again at the start of the next one.
+    /// A pattern of up to `overlap() + 1` bytes is thus seen whole in some window, even where it
+    /// straddles two reads; a shorter one may be seen twice.
+    fn overlap(&self) -> usize;
+    fn start(&self, entry: &Entry) -> Self::State;
+    /// Called with successive windows of the file, in order; together they cover it.
+    fn window(&self, state: &mut Self::State, window: &[u8]);
+}
+
+/// The scanner that looks at nothing: plain hashing.
+struct NoScan;
+
+impl Scanner for NoScan {
+    type State = ();
+    fn overlap(&self) -> usize {
+        0
+    }
+    fn start(&self, _: &Entry) {}
+    fn window(&self, _: &mut (), _: &[u8]) {}
+}
+
+/// A tree's hash, its entries, and what the scanner found in each file (`None` for the others).
+pub struct Scanned<T> {
+    pub hash: [u8; 32],
+    pub entries: Vec<(Entry, Option<T>)>,
+}
+
 /// sha256 of a file's contents.
 pub fn file_sha256(path: &Path) -> Result<[u8; 32], TreeError> {
+    read_file(path, &NoScan, &mut ())
+}
+
+/// Reads `path` once, in chunks of [`CHUNK`] bytes: hashes it and shows `scanner` each chunk
+/// preceded by the last `overlap()` bytes before it.
+fn read_file<S: Scanner>(
+    path: &Path,
+    scanner: &S,
+    state: &mut S::State,
+) -> Result<[u8; 32], TreeError> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let keep = scanner.overlap();
+    let mut buf = vec![0u8; keep + CHUNK];
+    let mut carried = 0;
     loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+        let n = match f.read(&mut buf[carried..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        let end = carried + n;
+        hasher.update(&buf[carried..end]);
+        scanner.window(state, &buf[..end]);
+        carried = keep.min(end);
+        buf.copy_within(end - carried..end, 0);
     }
     Ok(hasher.finalize().into())
 }
 
-/// The sha256 of each file entry (`None` for the others). Large trees are hashed in parallel;
-/// small ones on this thread, where waking the thread pool would cost more than it saves.
-fn file_digests(entries: &[Entry]) -> Result<Vec<Option<[u8; 32]>>, TreeError> {
+/// A file entry's digest and what the scanner found in it; `None` for other entries.
+type FileRead<T> = Option<([u8; 32], T)>;
+
+/// The digest and scan state of each file entry. Large trees are read in parallel; small ones
+/// on this thread, where waking the thread pool would cost more than it saves.
+fn read_files<S: Scanner>(
+    entries: &[Entry],
+    scanner: &S,
+) -> Result<Vec<FileRead<S::State>>, TreeError> {
     let one = |e: &Entry| match e.kind {
-        Kind::File { .. } => file_sha256(&e.path).map(Some),
+        Kind::File { .. } => {
+            let mut state = scanner.start(e);
+            let digest = read_file(&e.path, scanner, &mut state)?;
+            Ok(Some((digest, state)))
+        }
         _ => Ok(None),
     };
     if entries.len() < 16 {
@@ -144,11 +208,40 @@ fn file_digests(entries: &[Entry]) -> Result<Vec<Option<[u8; 32]>>, TreeError> {
     }
 }
 
+/// The sha256 of each file entry (`None` for the others).
+fn file_digests(entries: &[Entry]) -> Result<Vec<Option<[u8; 32]>>, TreeError> {
+    Ok(read_files(entries, &NoScan)?
+        .into_iter()
+        .map(|d| d.map(|(digest, ())| digest))
+        .collect())
+}
+
 /// The canonical hash of the tree (or single file) at `root`.
 pub fn hash_path(root: &Path) -> Result<[u8; 32], TreeError> {
+    Ok(hash_path_scanning(root, &NoScan)?.hash)
+}
+
+/// [`hash_path`], reading each file once and showing its contents to `scanner` on the way. A
+/// root that is a single file is one entry with an empty relative path.
+pub fn hash_path_scanning<S: Scanner>(
+    root: &Path,
+    scanner: &S,
+) -> Result<Scanned<S::State>, TreeError> {
     let meta = std::fs::symlink_metadata(root).map_err(io_err(root))?;
     if meta.is_file() {
-        return file_sha256(root);
+        let entry = Entry {
+            rel: String::new(),
+            path: root.to_path_buf(),
+            kind: Kind::File {
+                executable: meta.permissions().mode() & 0o100 != 0,
+            },
+        };
+        let mut state = scanner.start(&entry);
+        let hash = read_file(root, scanner, &mut state)?;
+        return Ok(Scanned {
+            hash,
+            entries: vec![(entry, Some(state))],
+        });
     }
     if !meta.is_dir() {
         return Err(TreeError::SpecialFile {
@@ -156,25 +249,33 @@ pub fn hash_path(root: &Path) -> Result<[u8; 32], TreeError> {
         });
     }
     let entries = entries(root)?;
-    let digests = file_digests(&entries)?;
+    let read = read_files(&entries, scanner)?;
     let mut c = Canon::new();
     c.str(SCHEME).u64(entries.len() as u64);
-    for (e, digest) in entries.iter().zip(&digests) {
+    let mut out = Vec::with_capacity(entries.len());
+    for (e, file) in entries.into_iter().zip(read) {
         c.str(&e.rel);
-        match (&e.kind, digest) {
+        let state = match (&e.kind, file) {
             (Kind::Dir, _) => {
                 c.str("d");
+                None
             }
-            (Kind::File { executable }, Some(d)) => {
-                c.str(if *executable { "x" } else { "f" }).bytes(d);
+            (Kind::File { executable }, Some((digest, state))) => {
+                c.str(if *executable { "x" } else { "f" }).bytes(&digest);
+                Some(state)
             }
             (Kind::Symlink { target }, _) => {
                 c.str("l").str(target);
+                None
             }
-            (Kind::File { .. }, None) => unreachable!("every file entry was hashed above"),
-        }
+            (Kind::File { .. }, None) => unreachable!("every file entry was read above"),
+        };
+        out.push((e, state));
     }
-    Ok(c.finish())
+    Ok(Scanned {
+        hash: c.finish(),
+        entries: out,
+    })
 }
 
 /// Each entry with its file digest, by relative path.
@@ -281,6 +382,52 @@ mod tests {
         std::fs::write(b.path().join("new"), b"").unwrap();
         std::fs::remove_file(b.path().join("link")).unwrap();
         assert_eq!(diff(a.path(), b.path()).unwrap(), ["a.txt", "link", "new"]);
+    }
+
+    /// Records every window it is shown.
+    struct Windows(usize);
+
+    impl Scanner for Windows {
+        type State = Vec<Vec<u8>>;
+        fn overlap(&self) -> usize {
+            self.0
+        }
+        fn start(&self, _: &Entry) -> Self::State {
+            Vec::new()
+        }
+        fn window(&self, state: &mut Self::State, window: &[u8]) {
+            state.push(window.to_vec());
+        }
+    }
+
+    #[test]
+    fn scanner_sees_each_chunk_after_the_overlap_and_the_hash_is_unchanged() {
+        let t = tempfile::tempdir().unwrap();
+        sample(t.path());
+        let big: Vec<u8> = (0..2 * CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(t.path().join("big"), &big).unwrap();
+        let scanned = hash_path_scanning(t.path(), &Windows(7)).unwrap();
+        assert_eq!(scanned.hash, hash_path(t.path()).unwrap());
+        let (entry, windows) = &scanned.entries[1];
+        assert_eq!(entry.rel, "big");
+        let windows = windows.as_ref().unwrap();
+        assert!(windows.len() >= 2, "{} windows", windows.len());
+        let mut seen = windows[0].clone();
+        for pair in windows.windows(2) {
+            let (prev, next) = (&pair[0], &pair[1]);
+            assert_eq!(next[..7], prev[prev.len() - 7..], "overlap repeated");
+            seen.extend_from_slice(&next[7..]);
+        }
+        assert_eq!(seen, big);
+        assert!(windows.iter().all(|w| w.len() <= CHUNK + 7));
+        // Symlinks and directories are not read.
+        let names: Vec<_> = scanned
+            .entries
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(e, _)| e.rel.as_str())
+            .collect();
+        assert_eq!(names, ["bin", "link"]);
     }
 
     #[test]

@@ -11,18 +11,23 @@
 //!
 //! Invariants: nothing is written under an output or source name except by `rename` of a
 //! completed temporary; metadata is renamed into place before its output, so an output without
-//! metadata is left over from a crash between the two and is deleted and rebuilt.
+//! metadata is left over from a crash between the two and is deleted and rebuilt. Every
+//! temporary is covered by a lock its user holds, so one left by a killed process is known
+//! stale and removed (`orphans.rs`). Modes do not depend on the umask (`files.rs`).
 
+mod files;
 mod meta;
 mod name;
+mod orphans;
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use files::{create_readable, make_read_only, remove_tree, unshare_hard_links, write_atomic};
 pub use meta::Meta;
 pub use name::{StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
+pub use orphans::{locked_temp_file, Sweep};
 
 /// The path builds see the store at inside the sandbox, on every machine.
 pub const CANONICAL_STORE: &str = "/pybake/store";
@@ -73,10 +78,14 @@ impl Store {
             path: root.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(root).map_err(open_err)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(open_err)?;
+        }
+        files::create_dir(root).map_err(open_err)?;
         let root = std::fs::canonicalize(root).map_err(open_err)?;
+        files::create_dir(&root.join(".pybake")).map_err(open_err)?;
         for sub in ["meta", "logs", "sources", "tmp", "locks"] {
-            std::fs::create_dir_all(root.join(".pybake").join(sub)).map_err(open_err)?;
+            files::create_dir(&root.join(".pybake").join(sub)).map_err(open_err)?;
         }
         Ok(Store { root })
     }
@@ -122,9 +131,13 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|source| StoreError::BadMeta { path, source })
     }
 
+    fn lock_path(&self, name: &StoreName) -> PathBuf {
+        self.internal("locks").join(format!("{name}.lock"))
+    }
+
     /// Blocks until this process is the only one building `name`.
     pub fn lock(&self, name: &StoreName) -> Result<OutputLock, StoreError> {
-        let path = self.internal("locks").join(format!("{name}.lock"));
+        let path = self.lock_path(name);
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -186,80 +199,11 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-/// Readers never see a partial file. There is no fsync: after a power loss the file may be
-/// empty, which readers treat as absent (see [`Store::is_valid`]); an fsync per output cost a
-/// third of the time of a graph of small builds.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_at(dir))?;
-    tmp.write_all(bytes).map_err(io_at(path))?;
-    tmp.persist(path).map_err(|e| StoreError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
-/// Files become 0444 (0555 if executable), directories 0555. Symlinks are left alone.
-pub fn make_read_only(root: &Path) -> Result<(), StoreError> {
-    set_modes(root, |is_dir, mode| {
-        if is_dir || mode & 0o100 != 0 {
-            0o555
-        } else {
-            0o444
-        }
-    })
-}
-
-fn set_modes(root: &Path, mode_for: impl Fn(bool, u32) -> u32) -> Result<(), StoreError> {
-    // Children first, so a directory is made read-only only after its contents.
-    for e in walkdir::WalkDir::new(root).contents_first(true) {
-        let e = e.map_err(|e| StoreError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| io::Error::other("walk failed")),
-        })?;
-        let ft = e.file_type();
-        if ft.is_symlink() {
-            continue;
-        }
-        let meta = e.metadata().map_err(|err| StoreError::Io {
-            path: e.path().to_path_buf(),
-            source: err.into(),
-        })?;
-        let mode = mode_for(ft.is_dir(), meta.permissions().mode());
-        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))
-            .map_err(io_at(e.path()))?;
-    }
-    Ok(())
-}
-
-/// Removes a tree that may contain read-only directories.
-pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    let meta = match path.symlink_metadata() {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_at(path)(e)),
-    };
-    if meta.is_dir() {
-        for e in walkdir::WalkDir::new(path).into_iter().flatten() {
-            if e.file_type().is_dir() {
-                let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755));
-            }
-        }
-        std::fs::remove_dir_all(path).map_err(io_at(path))
-    } else {
-        std::fs::remove_file(path).map_err(io_at(path))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hash::{DrvHash, OutputHash};
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn insert_makes_valid_read_only_output() {

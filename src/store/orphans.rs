@@ -1,0 +1,278 @@
+//! Temporaries left behind by killed processes, and how a live one is told from a dead one.
+//!
+//! Every temporary pybake makes in the store is covered by a lock (`flock`) that its user holds
+//! for as long as it uses it:
+//! - `.pybake/tmp/<store name>.XXXXXX/`, a build directory: the output lock
+//!   `.pybake/locks/<store name>.lock`, held for the whole build;
+//! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*` (downloads and imports in progress) and
+//!   `.pybake/meta/.tmp*` (metadata being written): a lock on the file itself, taken right after
+//!   creating it ([`locked_temp_file`]).
+//!
+//! The kernel drops a process's locks when it dies, however it dies. So a temporary whose lock
+//! can be taken belongs to nobody alive, and [`Store::remove_orphans`] removes it, holding the
+//! lock meanwhile so nobody can start using it. A build directory kept on request
+//! (`--keep-failed`, marked by [`KEPT_MARKER`]) is not an orphan; the next build of the same
+//! output removes it, as it removes any directory of an earlier build of that output. Entries
+//! that none of these patterns name are left alone.
+
+use std::fs::{File, TryLockError};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+use super::{io_at, remove_tree, Store, StoreError, StoreName};
+
+/// Name prefix of [`super::write_atomic`]'s temporaries (`tempfile`'s default, which earlier
+/// versions used, so their leftovers are recognised too).
+pub(super) const ATOMIC_PREFIX: &str = ".tmp";
+/// Name prefixes of download and import temporaries in `.pybake/tmp` (see `fetch/store.rs`).
+const WRITER_PREFIXES: [&str; 2] = ["fetch-", "import-"];
+/// A file in a build directory that `--keep-failed` kept for the user.
+pub(super) const KEPT_MARKER: &str = "KEPT-BY-PYBAKE";
+
+/// A new temporary file in `dir` whose name starts with `prefix`, locked (`flock`, exclusive)
+/// for as long as it is open, so that [`Store::remove_orphans`] leaves it alone. Dropping it
+/// removes it, as [`NamedTempFile`] does.
+pub fn locked_temp_file(dir: &Path, prefix: &str) -> io::Result<NamedTempFile> {
+    loop {
+        let tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+        tmp.as_file().lock()?;
+        // Until our lock, a cleaner could take the file for an orphan and remove it; the lock
+        // would then be on an unlinked inode. Start over under a new name.
+        if names(tmp.path(), tmp.as_file())? {
+            return Ok(tmp);
+        }
+        // The name no longer belongs to us: do not let the drop remove whatever it now names.
+        let _ = tmp.keep();
+    }
+}
+
+/// Whether `path` names the same inode as the open `file`.
+fn names(path: &Path, file: &File) -> io::Result<bool> {
+    let on_disk = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let open = file.metadata()?;
+    Ok((on_disk.dev(), on_disk.ino()) == (open.dev(), open.ino()))
+}
+
+/// What [`Store::remove_orphans`] did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// The temporaries removed.
+    pub removed: Vec<PathBuf>,
+    /// Temporaries that could not be examined or removed; the sweep went on past them.
+    pub errors: Vec<StoreError>,
+}
+
+impl Store {
+    /// Removes the temporaries that no live process holds: build directories of builds that
+    /// were killed, partial downloads and imports, metadata temporaries (see the module docs).
+    /// Costs one directory listing of `.pybake/tmp` and one of `.pybake/meta` when there is
+    /// nothing to remove. Never fails as a whole: what cannot be removed is reported in
+    /// [`Sweep::errors`].
+    pub fn remove_orphans(&self) -> Sweep {
+        let mut sweep = Sweep::default();
+        for (name, path, is_dir) in list(&self.tmp_dir(), &mut sweep) {
+            let removed = match build_dir_owner(&name) {
+                Some(owner) if is_dir => self.remove_build_dir(&owner, &path),
+                _ if !is_dir && WRITER_PREFIXES.iter().any(|p| name.starts_with(p)) => {
+                    remove_unless_locked(&path)
+                }
+                _ => Ok(false),
+            };
+            sweep.record(removed, path);
+        }
+        for (name, path, is_dir) in list(&self.internal("meta"), &mut sweep) {
+            if !is_dir && name.starts_with(ATOMIC_PREFIX) {
+                let removed = remove_unless_locked(&path);
+                sweep.record(removed, path);
+            }
+        }
+        sweep
+    }
+
+    /// Removes the build directory `path` of `owner` if nobody holds the output's lock and it
+    /// was not kept on request. Whether it was removed.
+    fn remove_build_dir(&self, owner: &StoreName, path: &Path) -> Result<bool, StoreError> {
+        if path.join(KEPT_MARKER).exists() {
+            return Ok(false);
+        }
+        let lock_path = self.lock_path(owner);
+        let lock = match File::open(&lock_path) {
+            Ok(f) => f,
+            // No lock file: nothing was ever built under this name by this store's pybake,
+            // or the lock file was deleted; create it so that we can hold it while removing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io_at(&lock_path))?,
+            Err(e) => return Err(io_at(&lock_path)(e)),
+        };
+        if !try_lock(&lock).map_err(io_at(&lock_path))? {
+            return Ok(false);
+        }
+        remove_tree(path)?;
+        Ok(true)
+    }
+
+    /// Marks a build directory as kept for the user (`--keep-failed`), so that
+    /// [`Store::remove_orphans`] leaves it alone, and returns its path.
+    pub fn keep_tmp(&self, tmp: tempfile::TempDir) -> PathBuf {
+        let path = tmp.keep();
+        // Without the marker the directory is only at risk of an early removal, which is no
+        // reason to fail the command that reports the build's own failure.
+        let _ = std::fs::write(path.join(KEPT_MARKER), "kept by pybake --keep-failed\n");
+        path
+    }
+}
+
+impl Sweep {
+    fn record(&mut self, result: Result<bool, StoreError>, path: PathBuf) {
+        match result {
+            Ok(true) => self.removed.push(path),
+            Ok(false) => {}
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+/// `(file name, path, is a directory)` of each entry of `dir`; a missing directory is empty.
+fn list(dir: &Path, sweep: &mut Sweep) -> Vec<(String, PathBuf, bool)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            sweep.errors.push(io_at(dir)(e));
+            return Vec::new();
+        }
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            let is_dir = e.file_type().ok()?.is_dir();
+            Some((name, e.path(), is_dir))
+        })
+        .collect()
+}
+
+/// The output a build directory named `<store name>.XXXXXX` belongs to.
+fn build_dir_owner(name: &str) -> Option<StoreName> {
+    let (store_name, suffix) = name.rsplit_once('.')?;
+    if suffix.is_empty() {
+        return None;
+    }
+    StoreName::parse(store_name)
+}
+
+/// Removes the temporary file `path` if its lock is free (its writer is gone). Whether it
+/// was removed.
+fn remove_unless_locked(path: &Path) -> Result<bool, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Renamed into place or removed by its writer meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    if !try_lock(&file).map_err(io_at(path))? || !names(path, &file).map_err(io_at(path))? {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_at(path)(e)),
+    }
+}
+
+/// Takes an exclusive lock without waiting: `false` if someone else holds it.
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::DrvHash;
+
+    fn held_by_someone_else(path: &Path) -> bool {
+        !try_lock(&File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn locked_temp_file_is_locked_while_open_and_removed_on_drop() {
+        let t = tempfile::tempdir().unwrap();
+        let tmp = locked_temp_file(t.path(), "fetch-").unwrap();
+        let path = tmp.path().to_path_buf();
+        assert!(path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("fetch-"));
+        assert!(held_by_someone_else(&path));
+        drop(tmp);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn build_dir_names_are_recognised() {
+        let name = StoreName::new(&DrvHash::of(b"x"), "python", "3.13.1");
+        assert_eq!(build_dir_owner(&format!("{name}.Ab12Cd")), Some(name));
+        assert_eq!(build_dir_owner("fetch-Ab12Cd"), None);
+        assert_eq!(build_dir_owner("notes.txt"), None);
+    }
+
+    #[test]
+    fn sweep_removes_what_nobody_holds_and_keeps_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let (tmp, meta) = (store.tmp_dir(), store.internal("meta"));
+        let dead = StoreName::new(&DrvHash::of(b"dead"), "dead", "1");
+        let live = StoreName::new(&DrvHash::of(b"live"), "live", "1");
+        let kept = StoreName::new(&DrvHash::of(b"kept"), "kept", "1");
+
+        let dead_dir = store.fresh_tmp(&dead).unwrap().keep();
+        std::fs::create_dir_all(dead_dir.join("build/ro")).unwrap();
+        crate::store::make_read_only(&dead_dir.join("build")).unwrap();
+        let _live_lock = store.lock(&live).unwrap();
+        let live_dir = store.fresh_tmp(&live).unwrap();
+        let kept_dir = store.keep_tmp(store.fresh_tmp(&kept).unwrap());
+        let stale_fetch = tmp.join("fetch-dead00");
+        std::fs::write(&stale_fetch, "partial").unwrap();
+        let live_fetch = locked_temp_file(&tmp, "fetch-").unwrap();
+        let stale_meta = meta.join(".tmpdead00");
+        std::fs::write(&stale_meta, "{").unwrap();
+        let live_meta = locked_temp_file(&meta, ATOMIC_PREFIX).unwrap();
+        let other = tmp.join("something-else");
+        std::fs::write(&other, "").unwrap();
+
+        let sweep = store.remove_orphans();
+        assert!(sweep.errors.is_empty(), "{:?}", sweep.errors);
+        let mut removed = sweep.removed;
+        removed.sort();
+        let mut expected = vec![dead_dir, stale_fetch, stale_meta];
+        expected.sort();
+        assert_eq!(removed, expected);
+        for p in [
+            live_dir.path(),
+            &kept_dir,
+            live_fetch.path(),
+            live_meta.path(),
+            &other,
+        ] {
+            assert!(p.exists(), "{p:?}");
+        }
+        assert!(store.remove_orphans().removed.is_empty());
+    }
+}
