@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: recipe text -> [`recipe`] (resolved) -> [`graph`] -> [`derivation`] hash
 //! -> [`store`] lookup -> [`fetch`] + [`build`] (driven by [`scheduler`]) -> store.
+//! [`project::Project`] is the entry point that ties them together for a command.
 
 pub mod archive;
 pub mod build;
@@ -12,6 +13,7 @@ pub mod graph;
 pub mod hash;
 pub mod lock;
 pub mod progress;
+pub mod project;
 pub mod recipe;
 pub mod scheduler;
 pub mod serve;

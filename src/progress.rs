@@ -1,20 +1,79 @@
 //! Progress on stderr: a live display on a terminal, one plain line per event otherwise.
+//!
+//! This module owns its vocabulary ([`Event`], [`Status`]) and imports nothing of the engine:
+//! the scheduler, builds, downloads and uploads report through a [`Reporter`] and never print
+//! on their own.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::scheduler::{Outcome, Status};
+/// What became of one derivation in a realize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Built,
+    Cached,
+    /// Downloaded from a binary cache and verified.
+    Substituted,
+    Failed,
+    /// Not attempted: a dependency failed, or the run stopped at another failure.
+    Skipped,
+}
+
+/// Something worth telling the user about.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// What a realize is about to do.
+    Plan {
+        build: usize,
+        substitute: usize,
+        cached: usize,
+    },
+    Started {
+        name: &'a str,
+    },
+    Step {
+        name: &'a str,
+        number: usize,
+        total: usize,
+        step: &'a str,
+    },
+    Finished {
+        name: &'a str,
+        status: Status,
+        seconds: f64,
+    },
+    /// A download or upload begins; `id` comes from [`transfer_id`].
+    TransferStarted {
+        id: u64,
+        what: &'a str,
+        total: Option<u64>,
+    },
+    /// `done` bytes of transfer `id` so far.
+    TransferProgress {
+        id: u64,
+        done: u64,
+    },
+    TransferFinished {
+        id: u64,
+    },
+    Warning(&'a str),
+    Note(&'a str),
+}
 
 pub trait Reporter: Sync {
-    fn plan(&self, to_build: usize, cached: usize);
-    fn started(&self, name: &str);
-    fn step(&self, name: &str, number: usize, total: usize, step: &str);
-    fn finished(&self, outcome: &Outcome);
-    fn note(&self, message: &str);
+    fn report(&self, event: Event);
+}
+
+/// A fresh id for a transfer's events.
+pub fn transfer_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The reporter for this process's stderr.
@@ -30,31 +89,53 @@ fn first_line(step: &str) -> &str {
     step.lines().next().unwrap_or("")
 }
 
+fn plan_line(build: usize, substitute: usize, cached: usize) -> String {
+    if substitute > 0 {
+        format!("{build} to build, {substitute} to substitute, {cached} cached")
+    } else {
+        format!("{build} to build, {cached} cached")
+    }
+}
+
+fn finished_line(name: &str, status: Status, seconds: f64) -> String {
+    match status {
+        Status::Built => format!("built {name} in {seconds:.1}s"),
+        Status::Cached => format!("{name} is cached"),
+        Status::Substituted => format!("substituted {name} in {seconds:.1}s"),
+        Status::Failed => format!("FAILED {name} after {seconds:.1}s"),
+        Status::Skipped => format!("skipped {name}"),
+    }
+}
+
+/// One line per event, for logs (CI).
 pub struct Plain;
 
 impl Reporter for Plain {
-    fn plan(&self, to_build: usize, cached: usize) {
-        eprintln!("pybake: {to_build} to build, {cached} cached");
-    }
-    fn started(&self, name: &str) {
-        eprintln!("pybake: building {name}");
-    }
-    fn step(&self, name: &str, number: usize, total: usize, step: &str) {
-        eprintln!(
-            "pybake: {name}: step {number}/{total}: {}",
-            first_line(step)
-        );
-    }
-    fn finished(&self, o: &Outcome) {
-        match o.status {
-            Status::Built => eprintln!("pybake: built {} in {:.1}s", o.name, o.seconds),
-            Status::Cached => eprintln!("pybake: {} is cached", o.name),
-            Status::Failed => eprintln!("pybake: FAILED {} after {:.1}s", o.name, o.seconds),
-            Status::Skipped => eprintln!("pybake: skipped {}", o.name),
-        }
-    }
-    fn note(&self, message: &str) {
-        eprintln!("pybake: {message}");
+    fn report(&self, event: Event) {
+        let line = match event {
+            Event::Plan {
+                build,
+                substitute,
+                cached,
+            } => plan_line(build, substitute, cached),
+            Event::Started { name } => format!("building {name}"),
+            Event::Step {
+                name,
+                number,
+                total,
+                step,
+            } => format!("{name}: step {number}/{total}: {}", first_line(step)),
+            Event::Finished {
+                name,
+                status,
+                seconds,
+            } => finished_line(name, status, seconds),
+            Event::TransferStarted { what, .. } => format!("fetching {what}"),
+            Event::TransferProgress { .. } | Event::TransferFinished { .. } => return,
+            Event::Warning(m) => format!("warning: {m}"),
+            Event::Note(m) => m.to_string(),
+        };
+        eprintln!("pybake: {line}");
     }
 }
 
@@ -63,8 +144,10 @@ struct LiveState {
     cached: usize,
     remaining: usize,
     bars: BTreeMap<String, ProgressBar>,
+    transfers: BTreeMap<u64, ProgressBar>,
 }
 
+/// Progress bars on a terminal.
 pub struct Live {
     multi: MultiProgress,
     total: ProgressBar,
@@ -90,6 +173,7 @@ impl Live {
                 cached: 0,
                 remaining: 0,
                 bars: BTreeMap::new(),
+                transfers: BTreeMap::new(),
             }),
         }
     }
@@ -100,70 +184,152 @@ impl Live {
             s.built, s.cached, s.remaining
         ));
     }
+
+    fn transfer_bar(&self, what: &str, total: Option<u64>) -> ProgressBar {
+        let (bar, template) = match total {
+            Some(len) => (
+                ProgressBar::new(len),
+                "  {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "  {spinner} {msg} {bytes} {bytes_per_sec}",
+            ),
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        self.multi.add(bar)
+    }
 }
 
 impl Reporter for Live {
-    fn plan(&self, to_build: usize, cached: usize) {
+    fn report(&self, event: Event) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.cached = cached;
-        s.remaining = to_build;
-        self.total.set_length(to_build as u64);
-        self.refresh(&s);
-    }
-    fn started(&self, name: &str) {
-        let bar = self.multi.add(ProgressBar::new_spinner());
-        bar.set_style(
-            ProgressStyle::with_template("  {spinner} {prefix:.bold} [{elapsed}] {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(name.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.bars.insert(name.to_string(), bar);
-    }
-    fn step(&self, name: &str, number: usize, total: usize, step: &str) {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bar) = s.bars.get(name) {
-            bar.set_message(format!("step {number}/{total}: {}", first_line(step)));
+        match event {
+            Event::Plan {
+                build,
+                substitute,
+                cached,
+            } => {
+                s.cached = cached;
+                s.remaining = build + substitute;
+                self.total.set_length((build + substitute) as u64);
+                self.refresh(&s);
+                let _ = self
+                    .multi
+                    .println(format!("pybake: {}", plan_line(build, substitute, cached)));
+            }
+            Event::Started { name } => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {spinner} {prefix:.bold} [{elapsed}] {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(name.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                s.bars.insert(name.to_string(), bar);
+            }
+            Event::Step {
+                name,
+                number,
+                total,
+                step,
+            } => {
+                if let Some(bar) = s.bars.get(name) {
+                    bar.set_message(format!("step {number}/{total}: {}", first_line(step)));
+                }
+            }
+            Event::Finished {
+                name,
+                status,
+                seconds,
+            } => {
+                if let Some(bar) = s.bars.remove(name) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                s.remaining = s.remaining.saturating_sub(1);
+                match status {
+                    Status::Built | Status::Substituted => s.built += 1,
+                    Status::Cached => s.cached += 1,
+                    _ => {}
+                }
+                self.total.inc(1);
+                let _ = self.multi.println(finished_line(name, status, seconds));
+                self.refresh(&s);
+                if s.remaining == 0 {
+                    self.total.finish_and_clear();
+                }
+            }
+            Event::TransferStarted { id, what, total } => {
+                let bar = self.transfer_bar(what, total);
+                s.transfers.insert(id, bar);
+            }
+            Event::TransferProgress { id, done } => {
+                if let Some(bar) = s.transfers.get(&id) {
+                    bar.set_position(done);
+                }
+            }
+            Event::TransferFinished { id } => {
+                if let Some(bar) = s.transfers.remove(&id) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+            }
+            Event::Warning(m) => {
+                let _ = self.multi.println(format!("pybake: warning: {m}"));
+            }
+            Event::Note(m) => {
+                let _ = self.multi.println(format!("pybake: {m}"));
+            }
         }
-    }
-    fn finished(&self, o: &Outcome) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bar) = s.bars.remove(&o.name) {
-            bar.finish_and_clear();
-            self.multi.remove(&bar);
-        }
-        s.remaining = s.remaining.saturating_sub(1);
-        match o.status {
-            Status::Built => s.built += 1,
-            Status::Cached => s.cached += 1,
-            _ => {}
-        }
-        self.total.inc(1);
-        let line = match o.status {
-            Status::Built => format!("built {} in {:.1}s", o.name, o.seconds),
-            Status::Cached => format!("{} is cached", o.name),
-            Status::Failed => format!("FAILED {}", o.name),
-            Status::Skipped => format!("skipped {}", o.name),
-        };
-        let _ = self.multi.println(line);
-        self.refresh(&s);
-        if s.remaining == 0 {
-            self.total.finish_and_clear();
-        }
-    }
-    fn note(&self, message: &str) {
-        let _ = self.multi.println(format!("pybake: {message}"));
     }
 }
 
-/// A reporter that prints nothing (for commands that only plan).
+/// Reads through `inner`, reporting the bytes read as transfer `id`'s progress (at most ten
+/// times a second).
+pub struct TransferReader<'r, R> {
+    inner: R,
+    reporter: &'r dyn Reporter,
+    id: u64,
+    done: u64,
+    last: std::time::Instant,
+}
+
+impl<'r, R> TransferReader<'r, R> {
+    pub fn new(inner: R, reporter: &'r dyn Reporter, id: u64) -> Self {
+        TransferReader {
+            inner,
+            reporter,
+            id,
+            done: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for TransferReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.last.elapsed() >= Duration::from_millis(100) {
+            self.last = std::time::Instant::now();
+            self.reporter.report(Event::TransferProgress {
+                id: self.id,
+                done: self.done,
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// A reporter that prints nothing (for commands that only plan, and for tests).
 pub struct Silent;
 
 impl Reporter for Silent {
-    fn plan(&self, _: usize, _: usize) {}
-    fn started(&self, _: &str) {}
-    fn step(&self, _: &str, _: usize, _: usize, _: &str) {}
-    fn finished(&self, _: &Outcome) {}
-    fn note(&self, _: &str) {}
+    fn report(&self, _: Event) {}
 }

@@ -10,18 +10,10 @@ use std::time::Instant;
 use crate::build::{BuildError, Builder, Check, Job, Sandbox};
 use crate::derivation::Derivation;
 use crate::fetch::FetchConfig;
-use crate::progress::Reporter;
+use crate::progress::{Event, Reporter};
 use crate::store::{Store, StoreError, StoreName};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Built,
-    Cached,
-    Failed,
-    /// Not attempted: a dependency failed, or the run stopped at another failure.
-    Skipped,
-}
+pub use crate::progress::Status;
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -49,6 +41,7 @@ impl Options {
         store: &'a Store,
         sandbox: &'a Sandbox,
         cancel: &'a AtomicBool,
+        reporter: &'a dyn Reporter,
     ) -> Builder<'a> {
         Builder {
             store,
@@ -57,6 +50,7 @@ impl Options {
             jobs: self.cores,
             keep_failed: self.keep_failed,
             cancel,
+            reporter,
         }
     }
 }
@@ -117,7 +111,11 @@ pub fn realize(
 ) -> Vec<Outcome> {
     let plan = plan(store, drvs, targets);
     let to_build: Vec<&Derivation> = plan.iter().filter(|(_, c)| !c).map(|(d, _)| *d).collect();
-    reporter.plan(to_build.len(), plan.len() - to_build.len());
+    reporter.report(Event::Plan {
+        build: to_build.len(),
+        substitute: 0,
+        cached: plan.len() - to_build.len(),
+    });
 
     let mut outcomes: Vec<Outcome> = plan
         .iter()
@@ -163,7 +161,7 @@ pub fn realize(
         .collect();
 
     let cancel = AtomicBool::new(false);
-    let builder = opts.builder(store, sandbox, &cancel);
+    let builder = opts.builder(store, sandbox, &cancel, reporter);
     let mut stopped = false;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Done>();
@@ -186,10 +184,12 @@ pub fn realize(
                         )
                     })
                     .collect();
-                reporter.started(&drv.recipe.name);
+                reporter.report(Event::Started {
+                    name: &drv.recipe.name,
+                });
                 scope.spawn(move || {
                     let started = Instant::now();
-                    let result = build_one(builder, store, drv, deps, reporter);
+                    let result = build_one(builder, store, drv, deps);
                     let secs = started.elapsed().as_secs_f64();
                     let msg = match result {
                         Ok(status) => Done::Finished(i, status, secs, None),
@@ -210,7 +210,11 @@ pub fn realize(
             o.status = if cancelled { Status::Skipped } else { status };
             o.seconds = secs;
             o.error = if cancelled { None } else { error };
-            reporter.finished(o);
+            reporter.report(Event::Finished {
+                name: &o.name,
+                status: o.status,
+                seconds: o.seconds,
+            });
             if status == Status::Failed {
                 if !opts.keep_going {
                     stopped = true;
@@ -235,7 +239,6 @@ fn build_one(
     store: &Store,
     drv: &Derivation,
     deps: Vec<(&str, StoreName)>,
-    reporter: &dyn Reporter,
 ) -> Result<Status, BuildError> {
     let _lock = store.lock(&drv.store_name)?;
     // Another pybake may have built it while we waited for the lock.
@@ -243,9 +246,7 @@ fn build_one(
         return Ok(Status::Cached);
     }
     let job = job(store, drv, deps)?;
-    let name = drv.recipe.name.as_str();
-    let total = drv.recipe.steps.len();
-    builder.build(&job, &|n, step| reporter.step(name, n, total, step))?;
+    builder.build(&job)?;
     Ok(Status::Built)
 }
 
@@ -278,9 +279,8 @@ pub fn check(
         .map(|d| (d.name.as_str(), by_name[d.name.as_str()].store_name.clone()))
         .collect();
     let cancel = AtomicBool::new(false);
-    let builder = opts.builder(store, sandbox, &cancel);
+    let builder = opts.builder(store, sandbox, &cancel, reporter);
     let _lock = store.lock(&drv.store_name)?;
     let job = job(store, drv, deps)?;
-    let total = drv.recipe.steps.len();
-    builder.check(&job, &|n, step| reporter.step(target, n, total, step))
+    builder.check(&job)
 }

@@ -39,7 +39,13 @@ impl Store {
             urls,
             sha256: sha(),
         };
-        fetch::fetch(cfg, &self.sources(), &self.tmp(), &src)
+        fetch::fetch(
+            cfg,
+            &self.sources(),
+            &self.tmp(),
+            &src,
+            &pybake::progress::Silent,
+        )
     }
     fn entries(dir: &Path) -> Vec<String> {
         match std::fs::read_dir(dir) {
@@ -430,7 +436,13 @@ fn a_download_killed_midway_leaves_nothing_in_the_store() {
             urls: &[url.to_string()],
             sha256: sha(),
         };
-        let _ = fetch::fetch(&test_cfg(), Path::new(sources), Path::new(tmp), &src);
+        let _ = fetch::fetch(
+            &test_cfg(),
+            Path::new(sources),
+            Path::new(tmp),
+            &src,
+            &pybake::progress::Silent,
+        );
         std::process::exit(0);
     }
 

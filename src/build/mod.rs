@@ -27,6 +27,7 @@ pub use sandbox::{
 use crate::derivation::Derivation;
 use crate::fetch::FetchConfig;
 use crate::hash::{tree, OutputHash};
+use crate::progress::{Event, Reporter};
 use crate::recipe::Location;
 use crate::store::{Meta, Store, StoreError, StoreName};
 
@@ -151,6 +152,8 @@ pub struct Builder<'a> {
     pub jobs: usize,
     pub keep_failed: bool,
     pub cancel: &'a AtomicBool,
+    /// Where steps and downloads are reported.
+    pub reporter: &'a dyn Reporter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,9 +190,8 @@ pub struct Job<'a> {
 
 impl Builder<'_> {
     /// Builds `job` into the store; the caller holds the output's lock.
-    /// `on_step(number, step)` is called as each step starts.
-    pub fn build(&self, job: &Job, on_step: &dyn Fn(usize, &str)) -> Result<Meta, BuildError> {
-        match self.build_then(job, on_step, Then::Insert)? {
+    pub fn build(&self, job: &Job) -> Result<Meta, BuildError> {
+        match self.build_then(job, Then::Insert)? {
             Built::Inserted(meta) => Ok(meta),
             Built::Compared(_) => unreachable!("asked to insert"),
         }
@@ -197,19 +199,14 @@ impl Builder<'_> {
 
     /// Builds `job` again although its output is in the store, and compares the two outputs
     /// file by file without touching the stored one. The log goes to `<log>.check`.
-    pub fn check(&self, job: &Job, on_step: &dyn Fn(usize, &str)) -> Result<Check, BuildError> {
-        match self.build_then(job, on_step, Then::Compare)? {
+    pub fn check(&self, job: &Job) -> Result<Check, BuildError> {
+        match self.build_then(job, Then::Compare)? {
             Built::Compared(c) => Ok(c),
             Built::Inserted(_) => unreachable!("asked to compare"),
         }
     }
 
-    fn build_then(
-        &self,
-        job: &Job,
-        on_step: &dyn Fn(usize, &str),
-        then: Then,
-    ) -> Result<Built, BuildError> {
+    fn build_then(&self, job: &Job, then: Then) -> Result<Built, BuildError> {
         let started = Instant::now();
         let recipe = job.drv.recipe;
         let name = &job.drv.store_name;
@@ -232,7 +229,7 @@ impl Builder<'_> {
             store_view: &store_view,
             etc: &etc_dir,
         };
-        let result = self.run(job, &dirs, &mut log, &log_path, on_step);
+        let result = self.run(job, &dirs, &mut log, &log_path);
         let result = result.and_then(|()| {
             let built = store_view.join(name.as_str());
             if !built.is_dir() {
@@ -290,7 +287,6 @@ impl Builder<'_> {
         dirs: &Dirs,
         log: &mut std::fs::File,
         log_path: &Path,
-        on_step: &dyn Fn(usize, &str),
     ) -> Result<(), BuildError> {
         let (build_dir, store_view) = (dirs.build, dirs.store_view);
         let recipe = job.drv.recipe;
@@ -306,7 +302,14 @@ impl Builder<'_> {
             _ => None,
         };
         let src = build_dir.join("src");
-        sources::prepare(recipe, &job.drv.source_hashes, self.store, self.fetch, &src)?;
+        sources::prepare(
+            recipe,
+            &job.drv.source_hashes,
+            self.store,
+            self.fetch,
+            self.reporter,
+            &src,
+        )?;
         if recipe.steps.is_empty() {
             // Nothing to run: the laid-out sources are the output (a build root of .debs).
             let out = store_view.join(job.drv.store_name.as_str());
@@ -355,7 +358,12 @@ impl Builder<'_> {
 
         let total = recipe.steps.len();
         for (i, step) in recipe.steps.iter().enumerate() {
-            on_step(i + 1, step);
+            self.reporter.report(Event::Step {
+                name: &recipe.name,
+                number: i + 1,
+                total,
+                step,
+            });
             writeln!(log, "=== pybake: step {}/{total}: {step}", i + 1).map_err(io(log_path))?;
             let out_log = log.try_clone().map_err(io(log_path))?;
             let err_log = log.try_clone().map_err(io(log_path))?;

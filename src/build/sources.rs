@@ -26,6 +26,7 @@ use super::BuildError;
 use crate::fetch::FetchConfig;
 use crate::hash::tree::Kind;
 use crate::hash::SourceHash;
+use crate::progress::Reporter;
 use crate::recipe::{Origin, Recipe, Source};
 use crate::store::Store;
 
@@ -34,6 +35,7 @@ pub fn prepare(
     hashes: &[SourceHash],
     store: &Store,
     fetch: &FetchConfig,
+    reporter: &dyn Reporter,
     src_dir: &Path,
 ) -> Result<(), BuildError> {
     for (source, hash) in recipe.sources.iter().zip(hashes) {
@@ -42,7 +44,7 @@ pub fn prepare(
             source,
             src: src_dir,
         };
-        layout.lay_out(hash, store, fetch)?;
+        layout.lay_out(hash, store, fetch, reporter)?;
     }
     set_mtimes(src_dir)
 }
@@ -60,6 +62,7 @@ impl Layout<'_> {
         hash: &SourceHash,
         store: &Store,
         fetch: &FetchConfig,
+        reporter: &dyn Reporter,
     ) -> Result<(), BuildError> {
         let recipe = self.recipe;
         let (dest, shown) = self.make_dest()?;
@@ -75,6 +78,7 @@ impl Layout<'_> {
                     urls,
                     sha256: *hash,
                 },
+                reporter,
             )
             .map_err(|e| BuildError::Fetch {
                 recipe: recipe.name.clone(),
@@ -299,6 +303,7 @@ mod tests {
                 &hashes,
                 &store,
                 &FetchConfig::default(),
+                &crate::progress::Silent,
                 &self.path("src"),
             )
         }

@@ -11,10 +11,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::build::SandboxUnavailable;
-use crate::derivation::{derive_all, Derivation};
-use crate::graph::Graph;
-use crate::recipe::{RecipeError, RecipeSet};
-use crate::store::Store;
+use crate::fetch::FetchConfig;
+use crate::project::{Project, ProjectError, Settings};
+use crate::recipe::RecipeError;
 
 /// Exit code for a build that failed.
 pub const EXIT_BUILD_FAILED: i32 = 1;
@@ -125,46 +124,21 @@ pub struct SuperviseArgs {
     command: Vec<std::ffi::OsString>,
 }
 
-/// Recipes, graph and store, loaded once per command.
-pub(crate) struct Context {
-    pub set: RecipeSet,
-    pub store: Store,
-}
-
-impl Context {
-    pub fn load(g: &Global) -> anyhow::Result<Self> {
-        let set = RecipeSet::load(&g.recipes)?;
-        Graph::new(&set)?;
-        let store = Store::open(&g.store)?;
-        Ok(Context { set, store })
+impl Global {
+    /// The project these options name: recipes, store, lockfile, fetch settings.
+    pub(crate) fn project(&self) -> anyhow::Result<Project> {
+        Ok(Project::open(self.settings()?)?)
     }
 
-    /// The derivations of `targets`' closure, in build order, after checking the toolchain
-    /// constraints of the closure.
-    pub fn derivations(&self, targets: &[String]) -> anyhow::Result<Vec<Derivation<'_>>> {
-        let graph = Graph::new(&self.set)?;
-        let order = graph.closure(targets)?;
-        let drvs = derive_all(&order)?;
-        crate::toolchain::check(&drvs)?;
-        Ok(drvs)
-    }
-
-    /// Lockfile entries for `targets`' closure, as the recipes give them now.
-    pub fn lock_entries(&self, targets: &[String]) -> anyhow::Result<crate::lock::Lockfile> {
-        let drvs = self.derivations(targets)?;
-        let pins = crate::toolchain::check(&drvs)?;
-        let sources = self.store.sources_dir();
-        let size_of = |h: &crate::hash::SourceHash| {
-            crate::fetch::stored(&sources, h)
-                .and_then(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-        };
-        Ok(crate::lock::Lockfile::from_derivations(
-            &self.set.dir,
-            &drvs,
-            &pins,
-            &size_of,
-        ))
+    pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
+        let mut fetch = FetchConfig::from_env()?;
+        fetch.offline |= self.offline;
+        Ok(Settings {
+            recipes: self.recipes.clone(),
+            store: self.store.clone(),
+            lockfile: self.lockfile_path(),
+            fetch,
+        })
     }
 }
 
@@ -210,6 +184,13 @@ pub fn report(e: &(dyn std::error::Error + 'static)) {
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(p) = e.downcast_ref::<ProjectError>() {
+        return if p.is_user_error() {
+            EXIT_USER_ERROR
+        } else {
+            EXIT_BUILD_FAILED
+        };
+    }
     if e.downcast_ref::<RecipeError>().is_some()
         || e.downcast_ref::<crate::toolchain::ToolchainError>()
             .is_some()

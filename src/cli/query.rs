@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::{Context, Global};
+use super::Global;
 use crate::graph::Graph;
 use crate::recipe::RecipeSet;
 
@@ -28,39 +28,39 @@ pub struct MaybeTargets {
 }
 
 pub fn plan(g: &Global, t: &Targets) -> anyhow::Result<i32> {
-    let ctx = Context::load(g)?;
-    let drvs = ctx.derivations(&t.names)?;
+    let project = g.project()?;
+    let closure = project.closure(&t.names)?;
     let mut out = std::io::stdout().lock();
-    for (d, cached) in crate::scheduler::plan(&ctx.store, &drvs, &t.names) {
-        let what = if cached { "cached" } else { "build " };
-        writeln!(out, "{what} {}", ctx.store.path(&d.store_name).display())?;
+    for (d, valid) in closure.plan() {
+        let what = if valid { "cached" } else { "build " };
+        writeln!(
+            out,
+            "{what} {}",
+            project.store().path(&d.store_name).display()
+        )?;
     }
     Ok(0)
 }
 
 pub fn path(g: &Global, t: &Targets) -> anyhow::Result<i32> {
-    let ctx = Context::load(g)?;
-    let drvs = ctx.derivations(&t.names)?;
+    let project = g.project()?;
+    let closure = project.closure(&t.names)?;
     let mut out = std::io::stdout().lock();
     for name in &t.names {
-        let d = drvs
-            .iter()
-            .find(|d| &d.recipe.name == name)
-            .expect("targets are in their closure");
-        writeln!(out, "{}", ctx.store.path(&d.store_name).display())?;
+        if let Some(d) = closure.get(name) {
+            writeln!(out, "{}", project.store().path(&d.store_name).display())?;
+        }
     }
     Ok(0)
 }
 
 pub fn log(g: &Global, o: &One) -> anyhow::Result<i32> {
-    let ctx = Context::load(g)?;
-    let targets = [o.name.clone()];
-    let drvs = ctx.derivations(&targets)?;
-    let d = drvs
-        .iter()
-        .find(|d| d.recipe.name == o.name)
-        .expect("target is in its closure");
-    let log = ctx.store.log_path(&d.store_name);
+    let project = g.project()?;
+    let closure = project.closure(std::slice::from_ref(&o.name))?;
+    let Some(d) = closure.get(&o.name) else {
+        return Ok(0);
+    };
+    let log = project.store().log_path(&d.store_name);
     let bytes = std::fs::read(&log).map_err(|_| {
         anyhow::anyhow!(
             "no build log for `{}` ({}) in this store: it has not been built here since its last change\n  hint: run `pybake realize {}`",

@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use super::{default_parallelism, Context, Global, EXIT_BUILD_FAILED};
-use crate::build::{RootNeedsSandbox, Sandbox, SandboxMode};
-use crate::progress;
-use crate::scheduler::{self, Options, Status};
+use super::{default_parallelism, Global, EXIT_BUILD_FAILED};
+use crate::build::{BuildError, Check, SandboxMode};
+use crate::progress::{self, Status};
+use crate::project::{requested_paths, RealizeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct RealizeArgs {
@@ -76,6 +76,20 @@ impl RealizeArgs {
     }
 }
 
+impl RealizeArgs {
+    fn options(&self) -> RealizeOptions {
+        RealizeOptions {
+            jobs: self.jobs.unwrap_or_else(default_parallelism),
+            cores: self.cores.unwrap_or_else(default_parallelism),
+            keep_going: self.keep_going,
+            keep_failed: self.keep_failed,
+            locked: self.locked,
+            check: self.check,
+            sandbox: self.sandbox,
+        }
+    }
+}
+
 pub fn run(g: &Global, a: &RealizeArgs) -> anyhow::Result<i32> {
     let (code, paths) = realize(g, a)?;
     if !a.json {
@@ -92,67 +106,23 @@ pub(crate) fn realize(
     g: &Global,
     a: &RealizeArgs,
 ) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
-    let ctx = Context::load(g)?;
-    if a.locked {
-        super::sources::check_locked(&ctx, g, &a.names)?;
-    }
-    let drvs = ctx.derivations(&a.names)?;
+    let project = g.project()?;
+    let closure = project.closure(&a.names)?;
     let reporter = progress::for_stderr();
-    // Temporaries of killed pybakes; the locks they hold tell live ones apart.
-    for e in ctx.store.remove_orphans().errors {
-        reporter.note(&format!("warning: cannot remove a leftover temporary: {e}"));
-    }
-    let plan = scheduler::plan(&ctx.store, &drvs, &a.names);
-    let will_run: Vec<&crate::recipe::Recipe> = plan
-        .iter()
-        .filter(|(d, cached)| !cached && !d.recipe.steps.is_empty())
-        .map(|(d, _)| d.recipe)
-        .collect();
-    // Only decide (and warn about) the sandbox when something will actually run.
-    let sandbox = if !will_run.is_empty() {
-        let s = Sandbox::detect(a.sandbox)?;
-        if let Sandbox::Off { why } = &s {
-            let rooted: Vec<String> = will_run
-                .iter()
-                .filter(|r| r.root.is_some())
-                .map(|r| r.name.clone())
-                .collect();
-            if !rooted.is_empty() {
-                return Err(RootNeedsSandbox {
-                    recipes: rooted,
-                    why: why.clone(),
-                }
-                .into());
-            }
-            if a.sandbox == SandboxMode::Auto {
-                reporter.note(&format!(
-                    "warning: {why}; builds run without network isolation and see host paths \
-                     (install the Debian package `bubblewrap` to isolate them)"
-                ));
-            }
-        }
-        s
-    } else {
-        Sandbox::Off {
-            why: "nothing to build".into(),
-        }
-    };
-    let opts = Options {
-        jobs: a.jobs.unwrap_or_else(default_parallelism).max(1),
-        cores: a.cores.unwrap_or_else(default_parallelism).max(1),
-        keep_going: a.keep_going,
-        keep_failed: a.keep_failed,
-        fetch: super::sources::fetch_config(g)?,
-    };
-    let outcomes = scheduler::realize(&ctx.store, &sandbox, &drvs, &a.names, &opts, &*reporter);
+    let realized = closure.realize(&a.options(), &*reporter)?;
 
-    let failed: Vec<_> = outcomes.iter().filter_map(|o| o.error.as_ref()).collect();
+    let failed: Vec<_> = realized
+        .outcomes
+        .iter()
+        .filter_map(|o| o.error.as_ref())
+        .collect();
     for e in &failed {
         super::report(*e);
     }
     if a.json {
         let summary = Summary {
-            results: outcomes
+            results: realized
+                .outcomes
                 .iter()
                 .map(|o| SummaryRow {
                     name: o.name.clone(),
@@ -166,56 +136,23 @@ pub(crate) fn realize(
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     }
-    let paths: Vec<std::path::PathBuf> = a
-        .names
-        .iter()
-        .filter_map(|name| {
-            outcomes
-                .iter()
-                .find(|o| &o.name == name && matches!(o.status, Status::Built | Status::Cached))
-                .map(|o| o.path.clone())
-        })
-        .collect();
-    let all_ok = failed.is_empty() && outcomes.iter().all(|o| o.status != Status::Skipped);
-    let code = if all_ok && a.check {
-        check(
-            &ctx,
-            &sandbox_for_check(a, &sandbox)?,
-            &drvs,
-            a,
-            &opts,
-            &*reporter,
-        )?
-    } else if all_ok {
-        0
-    } else if failed.iter().any(|e| e.is_user_error()) {
-        super::EXIT_USER_ERROR
+    let paths = requested_paths(&closure, &realized);
+    let code = if !realized.all_ok() {
+        if failed.iter().any(|e| e.is_user_error()) {
+            super::EXIT_USER_ERROR
+        } else {
+            EXIT_BUILD_FAILED
+        }
     } else {
-        EXIT_BUILD_FAILED
+        print_checks(&realized.checks)
     };
     Ok((code, paths))
 }
 
-/// The sandbox decision was skipped when nothing needed building; a check always builds.
-fn sandbox_for_check(a: &RealizeArgs, decided: &Sandbox) -> anyhow::Result<Sandbox> {
-    match decided {
-        Sandbox::Off { why } if why == "nothing to build" => Ok(Sandbox::detect(a.sandbox)?),
-        s => Ok(s.clone()),
-    }
-}
-
-/// `--check`: rebuild each target and compare; report on stderr, exit 1 if any differs.
-fn check(
-    ctx: &Context,
-    sandbox: &Sandbox,
-    drvs: &[crate::derivation::Derivation],
-    a: &RealizeArgs,
-    opts: &Options,
-    reporter: &dyn progress::Reporter,
-) -> anyhow::Result<i32> {
+/// `--check`: reports each comparison on stderr; 1 if any differs or could not be rebuilt.
+fn print_checks(checks: &[(String, Result<Check, BuildError>)]) -> i32 {
     let mut code = 0;
-    for name in &a.names {
-        let c = scheduler::check(&ctx.store, sandbox, drvs, name, opts, reporter);
+    for (name, c) in checks {
         match c {
             Ok(c) if c.differences.is_empty() => {
                 eprintln!("pybake: check {name}: identical ({})", c.output_hash);
@@ -238,9 +175,9 @@ fn check(
             }
             Err(e) => {
                 code = EXIT_BUILD_FAILED;
-                super::report(&e);
+                super::report(e);
             }
         }
     }
-    Ok(code)
+    code
 }

@@ -42,8 +42,8 @@ fn realize_one(g: &Global, name: &str) -> anyhow::Result<PathBuf> {
 struct BuildFailed(String);
 
 pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<i32> {
-    let ctx = super::Context::load(g)?;
-    let recipe = ctx.set.get(&a.name)?;
+    let project = g.project()?;
+    let recipe = project.recipe(&a.name)?;
     let Some(command) = recipe.run.clone() else {
         return Err(UsageError(format!(
             "recipe `{}` has no `run` field: add e.g. run = 'exec $out/bin/{} \"$@\"' to {}",

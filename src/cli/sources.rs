@@ -3,10 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{Context, Global, UsageError};
+use super::Global;
 use crate::fetch::{self, FetchConfig};
 use crate::lock::{LockError, Lockfile};
-use crate::recipe::Origin;
+use crate::progress;
+use crate::project::Project;
 
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
@@ -29,70 +30,20 @@ pub struct LockArgs {
     pub update: Vec<String>,
 }
 
-/// The fetch settings: environment, `--offline`, and the download sizes the lockfile records
-/// (which cap downloads). Without a lockfile, or with one that does not parse, nothing is capped:
-/// the lockfile is optional unless `--locked` asks for it.
-pub(crate) fn fetch_config(g: &Global) -> anyhow::Result<FetchConfig> {
-    let mut cfg = FetchConfig::from_env()?;
-    cfg.offline |= g.offline;
-    cfg.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if let Ok(lock) = Lockfile::read(&g.lockfile_path()) {
-        cfg.expected_sizes = lock.download_sizes();
-    }
-    Ok(cfg)
-}
-
 /// Every recipe name, when the user named none.
-fn all_or(ctx: &Context, names: &[String]) -> Vec<String> {
+fn all_or(project: &Project, names: &[String]) -> Vec<String> {
     if names.is_empty() {
-        ctx.set.recipes.keys().cloned().collect()
+        project.all()
     } else {
         names.to_vec()
     }
 }
 
-/// Makes sure every URL source of `names`' closure is in the store. With `tolerate`, a source
-/// that cannot be fetched is reported and skipped instead of stopping everything; the result
-/// counts the sources fetched and those skipped.
-fn fetch_closure(
-    ctx: &Context,
-    cfg: &FetchConfig,
-    names: &[String],
-    tolerate: bool,
-) -> anyhow::Result<(usize, usize)> {
-    let drvs = ctx.derivations(names)?;
-    let (mut ok, mut skipped) = (0, 0);
-    for d in &drvs {
-        for (s, h) in d.recipe.sources.iter().zip(&d.source_hashes) {
-            if let Origin::Url { urls, .. } = &s.origin {
-                let got = fetch::fetch(
-                    cfg,
-                    &ctx.store.sources_dir(),
-                    &ctx.store.tmp_dir(),
-                    &fetch::Source {
-                        recipe: &d.recipe.name,
-                        urls,
-                        sha256: *h,
-                    },
-                );
-                match got {
-                    Ok(_) => ok += 1,
-                    Err(e) if tolerate => {
-                        skipped += 1;
-                        eprintln!("pybake: warning: {e}\n  (its size is left out of the lockfile and its sha256 is not verified)");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    }
-    Ok((ok, skipped))
-}
-
 pub fn fetch(g: &Global, a: &FetchArgs) -> anyhow::Result<i32> {
-    let ctx = Context::load(g)?;
-    let names = all_or(&ctx, &a.names);
-    let (n, _) = fetch_closure(&ctx, &fetch_config(g)?, &names, false)?;
+    let project = g.project()?;
+    let closure = project.closure(&all_or(&project, &a.names))?;
+    let reporter = progress::for_stderr();
+    let (n, _) = closure.fetch_sources(project.fetch_config(), false, &*reporter)?;
     eprintln!("pybake: {n} source(s) in the store");
     Ok(0)
 }
@@ -120,17 +71,17 @@ pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<i32> {
 }
 
 pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
-    let ctx = Context::load(g)?;
-    let path = g.lockfile_path();
-    let all: Vec<String> = ctx.set.recipes.keys().cloned().collect();
+    let project = g.project()?;
+    let path = project.lockfile_path().to_path_buf();
     for name in &a.update {
-        ctx.set.get(name)?;
+        project.recipe(name)?;
     }
+    let all = project.closure(&project.all())?;
     // Sizes come from the stored files, so every source is fetched (and verified) first. A
     // source that cannot be fetched here (an alternative toolchain behind a firewall, say)
     // does not stop the lock: its pin is still recorded, without a size.
     let targets = if a.update.is_empty() {
-        all.clone()
+        project.all()
     } else {
         a.update.clone()
     };
@@ -138,10 +89,16 @@ pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
     // (a wrong one would refuse the very file that corrects it).
     let cfg = FetchConfig {
         expected_sizes: Default::default(),
-        ..fetch_config(g)?
+        ..project.fetch_config().clone()
     };
-    fetch_closure(&ctx, &cfg, &targets, true)?;
-    let fresh = ctx.lock_entries(&all)?;
+    let reporter = progress::for_stderr();
+    let (_, failed) = project
+        .closure(&targets)?
+        .fetch_sources(&cfg, true, &*reporter)?;
+    for e in failed {
+        eprintln!("pybake: warning: {e}\n  (its size is left out of the lockfile and its sha256 is not verified)");
+    }
+    let fresh = all.lock_entries();
     let lock = if a.update.is_empty() {
         fresh
     } else {
@@ -165,17 +122,4 @@ pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
         lock.recipes.len()
     );
     Ok(0)
-}
-
-/// `realize --locked`: refuse to build when the recipes drifted from the lockfile.
-pub(crate) fn check_locked(ctx: &Context, g: &Global, names: &[String]) -> anyhow::Result<()> {
-    let path = g.lockfile_path();
-    let locked = Lockfile::read(&path)?;
-    let fresh = ctx.lock_entries(names)?;
-    let drift = locked.drift(&fresh);
-    if drift.is_empty() {
-        Ok(())
-    } else {
-        Err(UsageError(LockError::Drift { path, drift }.to_string()).into())
-    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::progress::{self, Event, Reporter, TransferReader};
 use reqwest::blocking::Client;
 use tempfile::NamedTempFile;
 
@@ -34,15 +34,17 @@ enum Once {
 pub(super) struct Downloader<'a> {
     cfg: &'a FetchConfig,
     tmp_dir: &'a Path,
+    reporter: &'a dyn Reporter,
     /// Built on first use, so that a fetch served from `file://` never sets up TLS.
     client: Option<Client>,
 }
 
 impl<'a> Downloader<'a> {
-    pub(super) fn new(cfg: &'a FetchConfig, tmp_dir: &'a Path) -> Self {
+    pub(super) fn new(cfg: &'a FetchConfig, tmp_dir: &'a Path, reporter: &'a dyn Reporter) -> Self {
         Self {
             cfg,
             tmp_dir,
+            reporter,
             client: None,
         }
     }
@@ -67,7 +69,8 @@ impl<'a> Downloader<'a> {
                         tries: 1,
                         failure,
                     };
-                    eprintln!("pybake: {attempt}; retrying in {delay:?}");
+                    self.reporter
+                        .report(Event::Note(&format!("{attempt}; retrying in {delay:?}")));
                     sleep(delay);
                     continue;
                 }
@@ -97,9 +100,6 @@ impl<'a> Downloader<'a> {
     }
 
     fn once(&mut self, url: &str, expected: &SourceHash) -> Result<(NamedTempFile, u64), Once> {
-        if !self.cfg.progress {
-            eprintln!("pybake: fetching {url}");
-        }
         let idle = self.cfg.idle_timeout();
         let connect = self.cfg.connect_timeout;
         let (body, len, network): (Box<dyn Read>, Option<u64>, bool) = match file_path(url) {
@@ -149,12 +149,18 @@ impl<'a> Downloader<'a> {
             }
         }
         let mut temp = store::temp_file(self.tmp_dir, "fetch-").map_err(Once::Local)?;
-        let bar = self.progress_bar(url, len);
+        let id = progress::transfer_id();
+        self.reporter.report(Event::TransferStarted {
+            id,
+            what: url,
+            total: len,
+        });
         // A local file is as fast as the disk: the low-speed rule is for networks.
         let speed = self.cfg.low_speed().filter(|_| network);
-        let mut reader = Guard::new(HashingReader::new(bar.wrap_read(body)), locked, speed);
+        let body = TransferReader::new(body, self.reporter, id);
+        let mut reader = Guard::new(HashingReader::new(body), locked, speed);
         let copied = store::copy(&mut reader, temp.as_file_mut());
-        bar.finish_and_clear();
+        self.reporter.report(Event::TransferFinished { id });
         match (copied, reader.tripped()) {
             (Ok(_), _) => {}
             (Err(CopyError::Read(_)), Some(Tripped::TooLarge { max })) => {
@@ -196,27 +202,6 @@ impl<'a> Downloader<'a> {
             }));
         }
         Ok((temp, bytes))
-    }
-
-    fn progress_bar(&self, url: &str, len: Option<u64>) -> ProgressBar {
-        if !self.cfg.progress {
-            return ProgressBar::hidden();
-        }
-        let (bar, template) = match len {
-            Some(len) => (
-                ProgressBar::new(len),
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            ),
-            None => (
-                ProgressBar::new_spinner(),
-                "{spinner} {msg} {bytes} {bytes_per_sec}",
-            ),
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(format!("fetching {url}"));
-        bar
     }
 }
 

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::hash::SourceHash;
+use crate::progress::{Event, Reporter};
 
 mod error;
 mod guard;
@@ -81,8 +82,6 @@ pub struct FetchConfig {
     /// The size the lockfile records for each source, by sha256: a source that turns out larger
     /// is refused or cut off. Empty without a lockfile.
     pub expected_sizes: BTreeMap<SourceHash, u64>,
-    /// Show a progress bar on stderr (set it when stderr is a terminal).
-    pub progress: bool,
 }
 
 impl Default for FetchConfig {
@@ -100,7 +99,6 @@ impl Default for FetchConfig {
             low_speed_limit: 1024,
             low_speed_time: Duration::from_secs(30),
             expected_sizes: BTreeMap::new(),
-            progress: false,
         }
     }
 }
@@ -158,20 +156,21 @@ pub fn fetch(
     sources_dir: &Path,
     tmp_dir: &Path,
     src: &Source,
+    reporter: &dyn Reporter,
 ) -> Result<PathBuf, FetchError> {
     if let Some(path) = stored(sources_dir, &src.sha256) {
         if let Ok(meta) = fs_err::metadata(&path) {
-            warn_locked_size(cfg, src, meta.len());
+            warn_locked_size(cfg, src, meta.len(), reporter);
         }
         return Ok(path);
     }
-    let mut downloader = http::Downloader::new(cfg, tmp_dir);
+    let mut downloader = http::Downloader::new(cfg, tmp_dir, reporter);
     let mut attempts = Vec::new();
     for step in mirrors::plan(cfg, src.urls, &src.sha256) {
         let url = match step {
             mirrors::Step::Try(url) => url,
             mirrors::Step::Skip(attempt) => {
-                eprintln!("pybake: note: {attempt}");
+                reporter.report(Event::Note(&format!("note: {attempt}")));
                 attempts.push(attempt);
                 continue;
             }
@@ -186,7 +185,7 @@ pub fn fetch(
         }
         match downloader.get(&url, &src.sha256) {
             Ok((temp, size)) => {
-                warn_locked_size(cfg, src, size);
+                warn_locked_size(cfg, src, size, reporter);
                 return store::commit(temp, sources_dir, &src.sha256);
             }
             Err(http::GetError::Failed(attempt)) => attempts.push(attempt),
@@ -233,8 +232,8 @@ pub fn locked_size_wrong(
     })
 }
 
-fn warn_locked_size(cfg: &FetchConfig, src: &Source, actual: u64) {
+fn warn_locked_size(cfg: &FetchConfig, src: &Source, actual: u64, reporter: &dyn Reporter) {
     if let Some(w) = locked_size_wrong(&cfg.expected_sizes, src.recipe, &src.sha256, actual) {
-        eprintln!("pybake: warning: {w}");
+        reporter.report(Event::Warning(&w.to_string()));
     }
 }
