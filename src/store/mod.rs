@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 pub use files::{create_readable, make_read_only, remove_tree, unshare_hard_links, write_atomic};
 pub use meta::Meta;
-pub use name::{StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
+pub use name::{BadStoreName, StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
 pub use orphans::{locked_temp_file, Sweep};
 
 /// The path builds see the store at inside the sandbox, on every machine.

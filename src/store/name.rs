@@ -22,35 +22,101 @@ pub const MAX_STORE_NAME_LEN: usize = NAME_MAX - 31;
 /// The recipe loader checks it, so that a name too long for the store is a recipe error.
 pub const MAX_NAME_VERSION_LEN: usize = MAX_STORE_NAME_LEN - HASH_CHARS - 2;
 
+/// A validated store name. Every way of making one checks it ([`StoreName::new`] from a checked
+/// recipe, [`StoreName::parse`] and deserialisation from metadata or a binary cache), because a
+/// name reaches file system paths and bubblewrap's arguments: it MUST be 32 lowercase hex
+/// digits, `-`, then at least one character of `[A-Za-z0-9+._-]` (no `/`, no NUL, so never a
+/// path of its own), at most [`MAX_STORE_NAME_LEN`] bytes. As the hash part comes first, it
+/// never starts with `.` and is never `.` or `..`.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct StoreName(String);
 
+/// Why a string is not a store name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{shown:?} is not a store name ({why}); a store name is 32 lowercase hex digits, `-`, and a name of letters, digits and `+._-`, at most {MAX_STORE_NAME_LEN} bytes")]
+pub struct BadStoreName {
+    /// The offending text, cut to a readable length.
+    pub shown: String,
+    pub why: &'static str,
+}
+
 impl StoreName {
+    /// The store name of a derivation; `name` and `version` come from a checked recipe.
     pub fn new(drv: &DrvHash, name: &str, version: &str) -> Self {
-        StoreName(format!("{}-{name}-{version}", &drv.to_hex()[..HASH_CHARS]))
+        let s = format!("{}-{name}-{version}", &drv.to_hex()[..HASH_CHARS]);
+        debug_assert!(validate(&s).is_ok(), "{s}");
+        StoreName(s)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// Whether `s` has the shape of a store name's hash part followed by `-`.
+    /// The length of the hash part.
     pub fn hash_prefix_len() -> usize {
         HASH_CHARS
     }
 
-    /// Parses a name found in a file (reference scanning) or a listing.
-    pub fn parse(s: &str) -> Option<Self> {
-        let (hash, rest) = (s.get(..HASH_CHARS)?, s.get(HASH_CHARS..)?);
-        let ok = hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && rest.starts_with('-')
-            && rest.len() > 1;
-        ok.then(|| StoreName(s.to_string()))
+    /// The hash part: the first 32 hex digits of the derivation hash.
+    pub fn hash_part(&self) -> &str {
+        &self.0[..HASH_CHARS]
+    }
+
+    /// Checks a name read from a file, a listing or a binary cache.
+    pub fn parse(s: &str) -> Result<Self, BadStoreName> {
+        validate(s)?;
+        Ok(StoreName(s.to_string()))
+    }
+}
+
+fn validate(s: &str) -> Result<(), BadStoreName> {
+    let bad = |why| {
+        Err(BadStoreName {
+            shown: s.chars().take(80).collect(),
+            why,
+        })
+    };
+    if s.len() > MAX_STORE_NAME_LEN {
+        return bad("too long");
+    }
+    let Some((hash, rest)) = s.split_at_checked(HASH_CHARS) else {
+        return bad("too short");
+    };
+    if !hash
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return bad("the hash part is not 32 lowercase hex digits");
+    }
+    let Some(name) = rest.strip_prefix('-') else {
+        return bad("no `-` after the hash part");
+    };
+    if name.is_empty() {
+        return bad("nothing after the hash part");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'_' | b'-'))
+    {
+        return bad("a character outside [A-Za-z0-9+._-]");
+    }
+    Ok(())
+}
+
+impl TryFrom<String> for StoreName {
+    type Error = BadStoreName;
+    fn try_from(s: String) -> Result<Self, BadStoreName> {
+        validate(&s)?;
+        Ok(StoreName(s))
+    }
+}
+
+impl From<StoreName> for String {
+    fn from(n: StoreName) -> String {
+        n.0
     }
 }
 
@@ -63,6 +129,35 @@ impl fmt::Display for StoreName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_names_are_refused_wherever_they_come_from() {
+        let h = "0123456789abcdef0123456789abcdef";
+        assert!(StoreName::parse(&format!("{h}-zlib-1.2.13")).is_ok());
+        for bad in [
+            String::new(),
+            h.to_string(),
+            format!("{h}-"),
+            format!("{h}zlib"),
+            format!("{}-zlib", h.to_uppercase()),
+            format!("{h}-../../etc"),
+            format!("{h}-a/b"),
+            format!("{h}-a\0b"),
+            format!("{h}-a b"),
+            format!("{h}-\u{e9}"),
+            format!("{h}-{}", "n".repeat(MAX_STORE_NAME_LEN)),
+            "../../../../etc/passwd".to_string(),
+        ] {
+            assert!(StoreName::parse(&bad).is_err(), "{bad:?}");
+            let json = serde_json::to_string(&bad).unwrap();
+            assert!(
+                serde_json::from_str::<StoreName>(&json).is_err(),
+                "deserialised {bad:?}"
+            );
+        }
+        let ok: StoreName = serde_json::from_str(&format!("\"{h}-zlib-1.2.13\"")).unwrap();
+        assert_eq!(ok.hash_part(), h);
+    }
     use crate::store::{write_atomic, Store};
 
     /// Every file the store names after an output, for the longest name the recipe loader lets

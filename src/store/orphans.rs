@@ -169,7 +169,7 @@ fn build_dir_owner(name: &str) -> Option<StoreName> {
     if suffix.is_empty() {
         return None;
     }
-    StoreName::parse(store_name)
+    StoreName::parse(store_name).ok()
 }
 
 /// Removes the temporary file `path` if its lock is free (its writer is gone). Whether it
