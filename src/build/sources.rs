@@ -1,9 +1,10 @@
 //! Laying out a recipe's sources under `$src`.
 //!
 //! Each source goes to `$src/<dest>` (`dest` defaults to `.`, `$src` itself): a directory's
-//! contents are copied there, an archive with `unpack = true` is unpacked there (its single
-//! top-level directory stripped), any other file is copied there under its own file name.
-//! Two sources may share a `dest` as long as they do not write the same file.
+//! contents are copied there, an archive with `unpack = true` is unpacked there (a tarball's
+//! single top-level directory stripped, a .deb laid out as merged /usr: see `crate::archive`),
+//! any other file is copied there under its own file name. Two sources may share a `dest` as
+//! long as they do not write the same file.
 //!
 //! Afterwards every entry under `$src` gets the mtime `SOURCE_DATE_EPOCH`, as Nix gives store
 //! paths a fixed mtime: tools that record a source's mtime (Python's timestamp-based .pyc files,
