@@ -1,4 +1,5 @@
-//! Safe unpacking of source archives: tar, optionally compressed with gzip, xz or bzip2.
+//! Safe unpacking of source archives: tar, optionally compressed with gzip, xz, bzip2 or zstd,
+//! and Debian binary packages (`.deb`).
 //!
 //! Invariants (MUST hold for every archive, however crafted):
 //! - Nothing is ever written outside `dest`. Entries are unpacked into a fresh staging
@@ -18,7 +19,7 @@
 //!   `dest` or through other links that obey the same rule. (A lexical check of `x/link/..` alone
 //!   is not enough: the kernel applies `..` to the link's target, not to `x`.)
 //! - When every entry lies under one top-level directory (the usual `Python-3.11.2/`), that
-//!   directory is stripped; otherwise the archive is unpacked as is.
+//!   directory is stripped; otherwise the archive is unpacked as is. (Not for a .deb, below.)
 //! - Owners, mtimes and most mode bits are not restored: directories are 0755, files 0755 when
 //!   the archive gives them any executable bit, else 0644.
 //! - On error nothing of the archive is left in `dest` (the staging directory is removed).
@@ -29,6 +30,29 @@
 //!
 //! The compression is detected from the first bytes, not the file name: files in the source store
 //! are named by their hash.
+//!
+//! A Debian package (`.deb`, detected by the `ar` magic `!<arch>\n`; deb(5)) is unpacked under
+//! the same invariants, with these differences (see `deb.rs`):
+//! - Only its `data.tar` member is unpacked (compressed with anything above); `debian-binary`
+//!   MUST come first and say `2.x`, and `control.tar` MUST be there (its `Package` and `Version`
+//!   name the package in messages). Maintainer scripts are never run.
+//! - No top-level directory is stripped.
+//! - Merged /usr, as on Debian 12: an entry under a top-level `bin/`, `sbin/`, `lib/`,
+//!   `lib32/`, `lib64/` or `libx32/` is placed under `usr/` instead, and `dest` gets the
+//!   compatibility link `NAME -> usr/NAME` for each of these whose `usr/NAME` is a directory in
+//!   `dest` (a package's own such link is skipped; one already in `dest` is kept). Two paths of
+//!   one package that land on the same place are refused.
+//! - Link targets are resolved as the package means them, on its own unmerged layout: an
+//!   absolute target from the root of `dest`, a relative one from the link's place in the
+//!   archive. The resulting path is placed like an entry (above) and written as a relative target
+//!   from the link's final place (`lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/...`
+//!   becomes `usr/lib64/ld-linux-x86-64.so.2 -> ../lib/x86_64-linux-gnu/...`); a relative target
+//!   that already resolves to that path is kept verbatim. A target that climbs above `dest`, or
+//!   has a `..` after a name, is refused: after rewriting every link obeys the rule above.
+//! - Hard link targets are placed like entries.
+//! - Several packages unpacked into one `dest` compose as dpkg would: directories merge, and a
+//!   path that an earlier source already put there (a file, or a link, two packages shipping it)
+//!   is refused, naming the path and the package, before anything of the package moves.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -38,6 +62,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
+
+mod deb;
 
 /// Why an archive could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +75,8 @@ pub enum ArchiveError {
         source: io::Error,
     },
     #[error(
-        "cannot unpack {archive}: it is compressed with {format}, which pybake does not support \
-         (use a .tar.gz, .tar.xz or .tar.bz2 source, or set `unpack = false` in the recipe)"
+        "cannot unpack {archive}: it is {format}, which pybake does not unpack (use a .tar.gz, \
+         .tar.xz, .tar.bz2, .tar.zst or .deb source, or set `unpack = false` in the recipe)"
     )]
     Unsupported {
         archive: PathBuf,
@@ -90,6 +116,40 @@ pub enum ArchiveError {
         /// Relative to `dest`.
         path: PathBuf,
     },
+    #[error("cannot unpack the Debian package {archive}: {problem}")]
+    Deb {
+        archive: PathBuf,
+        problem: DebProblem,
+    },
+    #[error(
+        "cannot unpack Debian package {package} ({archive}) into {dest}: {path} is already there, \
+         from an earlier source (two packages ship it; drop one of them, or give it another `dest`)"
+    )]
+    PackageConflict {
+        archive: PathBuf,
+        /// `NAME VERSION` from the package's control file.
+        package: String,
+        dest: PathBuf,
+        /// Relative to `dest`.
+        path: PathBuf,
+    },
+}
+
+/// What is wrong with the container of a .deb.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DebProblem {
+    #[error("it is truncated: {0} runs past the end of the file")]
+    Truncated(String),
+    #[error("the ar member header at byte {offset} is corrupt")]
+    Header { offset: u64 },
+    #[error("its format version is {0:?}; pybake unpacks version 2.x")]
+    Version(String),
+    #[error("it has an unknown member {0:?}")]
+    UnknownMember(String),
+    #[error("it has two {0:?} members")]
+    Duplicate(String),
+    #[error("it has no {0}")]
+    Missing(&'static str),
 }
 
 /// What makes an entry unsafe to unpack.
@@ -101,7 +161,8 @@ pub enum UnsafeReason {
     Absolute,
     #[error(
         "is a symlink to {target:?}, which may resolve outside the destination (a target must be \
-         relative, with `..` only as leading components that stay inside the archive)"
+         relative, with `..` only as leading components that stay inside the archive; only a \
+         .deb's absolute targets are made relative)"
     )]
     SymlinkEscapes { target: String },
     #[error("is a hard link to {target:?}, which is outside the destination")]
@@ -116,13 +177,19 @@ pub enum UnsafeReason {
     NotADirectory { other: String },
     #[error("is a file, but a directory of that name was unpacked before it")]
     IsADirectory,
+    #[error(
+        "lands on {path:?}, where an earlier entry of the package was unpacked (merged /usr \
+         places bin/, sbin/ and lib*/ under usr/)"
+    )]
+    Duplicate { path: String },
 }
 
 /// True when a file name has the extension of an archive [`unpack`] handles; used to default
 /// a source's `unpack` flag from its URL.
 pub fn looks_like_archive(file_name: &str) -> bool {
     const EXTS: &[&str] = &[
-        ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz",
+        ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz", ".tar.zst",
+        ".tzst", ".deb",
     ];
     let lower = file_name.to_ascii_lowercase();
     EXTS.iter().any(|ext| lower.ends_with(ext))
@@ -136,20 +203,54 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ArchiveError> {
         source,
     };
     let mut file = fs_err::File::open(archive).map_err(open_err)?;
-    let mut magic = [0u8; 6];
+    let mut magic = [0u8; deb::AR_MAGIC.len()];
     let n = read_up_to(&mut file, &mut magic).map_err(open_err)?;
+    if magic[..n] == deb::AR_MAGIC[..] {
+        let package = deb::read(archive, &mut file)?;
+        let (offset, len) = package.data;
+        file.seek(io::SeekFrom::Start(offset)).map_err(open_err)?;
+        let reader = decompress(archive, Box::new(file.take(len)))?;
+        return unpack_tar(archive, reader, dest, Some(&package.package));
+    }
     file.rewind().map_err(open_err)?;
-    let reader: Box<dyn Read> = match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        [0xfd, b'7', b'z', b'X', b'Z', 0] => {
-            Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
-        }
-        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(file)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => return Err(unsupported(archive, "zstd")),
-        [b'P', b'K', 3, 4, ..] => return Err(unsupported(archive, "zip")),
-        _ => Box::new(io::BufReader::new(file)),
-    };
+    let reader = decompress(archive, Box::new(file))?;
+    unpack_tar(archive, reader, dest, None)
+}
 
+/// The tar stream of `reader`, decompressed as its first bytes say.
+fn decompress<'a>(
+    archive: &Path,
+    mut reader: Box<dyn Read + 'a>,
+) -> Result<Box<dyn Read + 'a>, ArchiveError> {
+    let read_err = |source| ArchiveError::Read {
+        archive: archive.to_path_buf(),
+        source,
+    };
+    let mut magic = [0u8; 6];
+    let n = read_up_to(&mut reader, &mut magic).map_err(read_err)?;
+    let reader = io::Cursor::new(magic[..n].to_vec()).chain(reader);
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        [0xfd, b'7', b'z', b'X', b'Z', 0] => {
+            Box::new(xz2::read::XzDecoder::new_multi_decoder(reader))
+        }
+        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            Box::new(zstd::stream::read::Decoder::new(reader).map_err(read_err)?)
+        }
+        [b'P', b'K', 3, 4, ..] => return Err(unsupported(archive, "a zip archive")),
+        _ => Box::new(io::BufReader::new(reader)),
+    })
+}
+
+/// Unpacks the tar stream `reader` of `archive` into `dest`; `package` names a .deb's package
+/// and selects its rules.
+fn unpack_tar(
+    archive: &Path,
+    reader: Box<dyn Read + '_>,
+    dest: &Path,
+    package: Option<&str>,
+) -> Result<(), ArchiveError> {
     let dest_err = |source| ArchiveError::Dest {
         archive: archive.to_path_buf(),
         path: dest.to_path_buf(),
@@ -163,13 +264,14 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ArchiveError> {
     let mut unpacker = Unpacker {
         archive,
         root: staging.path(),
+        deb: package.is_some(),
         top: Top::Empty,
         symlinks: BTreeMap::new(),
     };
     unpacker.unpack_all(reader)?;
     let strip = match &unpacker.top {
-        Top::Dir(name) => Some(name.clone()),
-        Top::Empty | Top::Mixed => None,
+        Top::Dir(name) if !unpacker.deb => Some(name.clone()),
+        _ => None,
     };
     for (comps, (entry, target)) in &unpacker.symlinks {
         let depth = comps.len() - 1 - usize::from(strip.is_some());
@@ -186,7 +288,24 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ArchiveError> {
         Some(name) => staging.path().join(name),
         None => staging.path().to_path_buf(),
     };
-    move_children(archive, &root, dest)
+    let Some(package) = package else {
+        return move_children(archive, &root, dest);
+    };
+    let links = deb::compat_links(archive, package, &root, dest)?;
+    move_children(archive, &root, dest).map_err(|e| match e {
+        ArchiveError::Exists {
+            archive,
+            dest,
+            path,
+        } => ArchiveError::PackageConflict {
+            archive,
+            package: package.to_string(),
+            dest,
+            path,
+        },
+        e => e,
+    })?;
+    deb::make_compat_links(archive, dest, &links)
     // `staging` (now empty, or holding only the stripped directory) is removed on drop.
 }
 
@@ -221,6 +340,8 @@ enum Top {
 struct Unpacker<'a> {
     archive: &'a Path,
     root: &'a Path,
+    /// A .deb's data: placed into merged /usr, links rewritten, never stripped.
+    deb: bool,
     top: Top,
     /// Path components -> (entry name, target) of the symlinks in the tree, checked once
     /// stripping is decided. A link replaced by a later entry is no longer in the tree.
@@ -252,7 +373,7 @@ impl Unpacker<'_> {
         }
     }
 
-    fn unpack_all(&mut self, reader: Box<dyn Read>) -> Result<(), ArchiveError> {
+    fn unpack_all(&mut self, reader: Box<dyn Read + '_>) -> Result<(), ArchiveError> {
         let mut tar = tar::Archive::new(reader);
         for entry in tar.entries().map_err(|e| self.read_err(e))? {
             let mut entry = entry.map_err(|e| self.read_err(e))?;
@@ -264,29 +385,63 @@ impl Unpacker<'_> {
             let comps =
                 self.checked_components(&name, &entry.path().map_err(|e| self.read_err(e))?)?;
             let Some(comps) = comps else { continue }; // the archive root itself, `./`
-            self.note_top(&comps, kind);
+            let symlink = match kind {
+                EntryType::Symlink => match self.symlink_target(&name, &comps, &entry)? {
+                    Some(target) => Some(target),
+                    None => continue, // a package's `bin -> usr/bin`: made after unpacking
+                },
+                _ => None,
+            };
+            let comps = if self.deb {
+                deb::merged(comps)
+            } else {
+                self.note_top(&comps, kind);
+                comps
+            };
             self.symlinks.remove(&comps);
-            match kind {
-                EntryType::Directory => self.make_dir(&name, &comps)?,
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            match (kind, symlink) {
+                (EntryType::Directory, _) => self.make_dir(&name, &comps)?,
+                (EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse, _) => {
                     let mode = entry.header().mode().map_err(|e| self.read_err(e))?;
                     self.make_file(&name, &comps, mode, &mut entry)?;
                 }
-                EntryType::Symlink => {
-                    let target = self.link_target(&name, &entry)?;
+                (EntryType::Symlink, Some(target)) => {
                     let path = self.prepare_leaf(&name, &comps)?;
                     std::os::unix::fs::symlink(&target, &path)
                         .map_err(|e| self.write_err(&name, &path, e))?;
                     self.symlinks.insert(comps, (name, target));
                 }
-                EntryType::Link => self.make_hardlink(&name, &comps, &entry)?,
-                EntryType::Char => return Err(self.special(&name, "character device")),
-                EntryType::Block => return Err(self.special(&name, "block device")),
-                EntryType::Fifo => return Err(self.special(&name, "fifo")),
+                (EntryType::Link, _) => self.make_hardlink(&name, &comps, &entry)?,
+                (EntryType::Char, _) => return Err(self.special(&name, "character device")),
+                (EntryType::Block, _) => return Err(self.special(&name, "block device")),
+                (EntryType::Fifo, _) => return Err(self.special(&name, "fifo")),
                 _ => return Err(self.special(&name, "entry of an unknown type")),
             }
         }
         Ok(())
+    }
+
+    /// The target to give the symlink entry at `comps` (as in the archive); `None` to skip it.
+    fn symlink_target(
+        &self,
+        name: &str,
+        comps: &[OsString],
+        entry: &tar::Entry<impl Read>,
+    ) -> Result<Option<PathBuf>, ArchiveError> {
+        let target = self.link_target(name, entry)?;
+        if !self.deb {
+            return Ok(Some(target));
+        }
+        match deb::link(comps, &target) {
+            deb::Link::Target(t) => Ok(Some(t)),
+            deb::Link::Compat => Ok(None),
+            deb::Link::Escapes => Err(self.unsafe_entry(
+                name,
+                UnsafeReason::SymlinkEscapes {
+                    target: target.to_string_lossy().into_owned(),
+                },
+            )),
+        }
     }
 
     fn special(&self, entry: &str, kind: &'static str) -> ArchiveError {
@@ -367,6 +522,9 @@ impl Unpacker<'_> {
         match fs_err::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_dir() => {
                 Err(self.unsafe_entry(name, UnsafeReason::IsADirectory))
+            }
+            Ok(_) if self.deb => {
+                Err(self.unsafe_entry(name, UnsafeReason::Duplicate { path: shown(comps) }))
             }
             Ok(_) => fs_err::remove_file(&path)
                 .map(|()| path.clone())
@@ -462,6 +620,9 @@ impl Unpacker<'_> {
         }
         if target_comps.is_empty() {
             return Err(outside());
+        }
+        if self.deb {
+            target_comps = deb::merged(target_comps);
         }
         let not_file = || {
             self.unsafe_entry(

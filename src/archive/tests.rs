@@ -4,14 +4,21 @@ use super::*;
 
 /// Builds tar bytes entry by entry, writing header bytes directly so that the names
 /// `tar::Builder` refuses (`..`, absolute) can be crafted.
-struct Tar(tar::Builder<Vec<u8>>);
+pub(super) struct Tar(tar::Builder<Vec<u8>>);
 
 impl Tar {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self(tar::Builder::new(Vec::new()))
     }
 
-    fn raw(mut self, kind: EntryType, name: &str, link: &str, mode: u32, data: &[u8]) -> Self {
+    pub(super) fn raw(
+        mut self,
+        kind: EntryType,
+        name: &str,
+        link: &str,
+        mode: u32,
+        data: &[u8],
+    ) -> Self {
         let mut h = tar::Header::new_gnu();
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         h.set_link_name_literal(link).unwrap();
@@ -23,55 +30,59 @@ impl Tar {
         self
     }
 
-    fn file(self, name: &str, data: &[u8]) -> Self {
+    pub(super) fn file(self, name: &str, data: &[u8]) -> Self {
         self.raw(EntryType::Regular, name, "", 0o644, data)
     }
 
-    fn exe(self, name: &str, data: &[u8]) -> Self {
+    pub(super) fn exe(self, name: &str, data: &[u8]) -> Self {
         self.raw(EntryType::Regular, name, "", 0o700, data)
     }
 
-    fn dir(self, name: &str) -> Self {
+    pub(super) fn dir(self, name: &str) -> Self {
         self.raw(EntryType::Directory, name, "", 0o555, b"")
     }
 
-    fn symlink(self, name: &str, target: &str) -> Self {
+    pub(super) fn symlink(self, name: &str, target: &str) -> Self {
         self.raw(EntryType::Symlink, name, target, 0o777, b"")
     }
 
-    fn hardlink(self, name: &str, target: &str) -> Self {
+    pub(super) fn hardlink(self, name: &str, target: &str) -> Self {
         self.raw(EntryType::Link, name, target, 0o644, b"")
     }
 
-    fn bytes(self) -> Vec<u8> {
+    pub(super) fn bytes(self) -> Vec<u8> {
         self.0.into_inner().unwrap()
     }
 }
 
 /// A scratch tree: `dest/` to unpack into, `outside/` that must stay empty, and the archive.
-struct Scratch {
-    dir: tempfile::TempDir,
+pub(super) struct Scratch {
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         fs_err::create_dir(dir.path().join("outside")).unwrap();
         Self { dir }
     }
-    fn dest(&self) -> PathBuf {
+    pub(super) fn dest(&self) -> PathBuf {
         self.dir.path().join("dest")
     }
-    fn outside(&self) -> PathBuf {
+    pub(super) fn outside(&self) -> PathBuf {
         self.dir.path().join("outside")
     }
     /// Writes the archive under a hash-like name (no extension) and unpacks it.
-    fn unpack(&self, bytes: &[u8]) -> Result<(), ArchiveError> {
+    pub(super) fn unpack(&self, bytes: &[u8]) -> Result<(), ArchiveError> {
         let archive = self.dir.path().join("0123abcd");
         fs_err::write(&archive, bytes).unwrap();
         unpack(&archive, &self.dest())
     }
-    fn listing(&self, dir: &Path) -> Vec<String> {
+    /// The paths under `dir`, sorted; empty when `dir` does not exist.
+    pub(super) fn listing(&self, dir: &Path) -> Vec<String> {
+        if !dir.exists() {
+            return Vec::new();
+        }
         let mut out: Vec<String> = walkdir::WalkDir::new(dir)
             .min_depth(1)
             .into_iter()
@@ -89,7 +100,11 @@ impl Scratch {
     }
     /// Asserts the error is an unsafe entry naming `entry`, and that nothing was written
     /// outside `dest` nor left inside it.
-    fn assert_refused(&self, result: Result<(), ArchiveError>, entry: &str) -> UnsafeReason {
+    pub(super) fn assert_refused(
+        &self,
+        result: Result<(), ArchiveError>,
+        entry: &str,
+    ) -> UnsafeReason {
         let err = result.expect_err("unsafe archive was unpacked");
         let msg = err.to_string();
         assert!(msg.contains("0123abcd"), "{msg}");
@@ -108,7 +123,7 @@ impl Scratch {
     }
 }
 
-fn mode(path: &Path) -> u32 {
+pub(super) fn mode(path: &Path) -> u32 {
     fs_err::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
@@ -163,6 +178,7 @@ fn unpacks_every_compression_by_magic_and_strips_the_top_dir() {
         gz.finish().unwrap(),
         xz.finish().unwrap(),
         bz.finish().unwrap(),
+        zstd::encode_all(&tar[..], 1).unwrap(),
     ] {
         let s = Scratch::new();
         s.unpack(&bytes).unwrap();
@@ -418,8 +434,16 @@ fn does_not_merge_through_a_symlink_already_in_dest() {
 #[test]
 fn reports_corrupt_and_unsupported_archives() {
     let s = Scratch::new();
-    let err = s.unpack(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]).unwrap_err();
-    assert!(err.to_string().contains("zstd"), "{err}");
+    let err = s.unpack(b"PK\x03\x04rest of a zip").unwrap_err();
+    assert!(matches!(err, ArchiveError::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("zip"), "{err}");
+
+    // A zstd frame cut short.
+    let mut zst = zstd::encode_all(&python_like()[..], 1).unwrap();
+    zst.truncate(zst.len() / 2);
+    let err = s.unpack(&zst).unwrap_err();
+    assert!(matches!(err, ArchiveError::Read { .. }), "{err:?}");
+    assert_eq!(s.listing(&s.dest()), Vec::<String>::new());
 
     let mut bytes = python_like();
     bytes[0] ^= 0xff; // breaks the first header's checksum
@@ -436,6 +460,9 @@ fn recognises_archive_names() {
         "b.tar.bz2",
         "c.tar",
         "d.txz",
+        "e.tar.zst",
+        "f.tzst",
+        "coreutils_9.1-1_amd64.deb",
     ] {
         assert!(looks_like_archive(name), "{name}");
     }

@@ -120,13 +120,19 @@ impl BuildError {
     /// Whether this failure is the user's to fix in a recipe or arguments (exit code 2) rather
     /// than a build that failed (exit code 1).
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
+        use crate::archive::ArchiveError;
+        match self {
             BuildError::SourceClash { .. }
-                | BuildError::NeedsSandbox { .. }
-                | BuildError::ThroughSymlink { .. }
-                | BuildError::NotADirectory { .. }
-        )
+            | BuildError::NeedsSandbox { .. }
+            | BuildError::ThroughSymlink { .. }
+            | BuildError::NotADirectory { .. } => true,
+            // Like `SourceClash`: two sources of the recipe put the same path into one `dest`.
+            BuildError::Unpack { source, .. } => matches!(
+                **source,
+                ArchiveError::Exists { .. } | ArchiveError::PackageConflict { .. }
+            ),
+            _ => false,
+        }
     }
 }
 

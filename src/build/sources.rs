@@ -1,9 +1,10 @@
 //! Laying out a recipe's sources under `$src`.
 //!
 //! Each source goes to `$src/<dest>` (`dest` defaults to `.`, `$src` itself): a directory's
-//! contents are copied there, an archive with `unpack = true` is unpacked there (its single
-//! top-level directory stripped), any other file is copied there under its own file name.
-//! Two sources may share a `dest` as long as they do not write the same file.
+//! contents are copied there, an archive with `unpack = true` is unpacked there (a tarball's
+//! single top-level directory stripped, a .deb laid out as merged /usr: see `crate::archive`),
+//! any other file is copied there under its own file name. Two sources may share a `dest` as
+//! long as they do not write the same file.
 //!
 //! Nothing is ever written through a symlink under `$src`, although sources put links there
 //! (a `path` directory's links are copied as links, archives hold links): `$src` is on the host
