@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod derivation;
 pub mod fetch;
 pub mod graph;

@@ -457,6 +457,8 @@ impl Builder<'_> {
         meta.host_paths = found.host_paths;
         meta.sandboxed = self.sandbox.is_on() && !job.drv.recipe.steps.is_empty();
         meta.root = job.drv.root.clone();
+        meta.deps = job.deps.iter().map(|(_, s)| s.clone()).collect();
+        meta.sources = job.drv.source_hashes.clone();
         if job.drv.recipe.is_host_build() {
             meta.host_build = true;
             meta.host = crate::derivation::host_identity().to_string();

@@ -29,6 +29,12 @@ pub struct Meta {
     /// The root the steps ran on (its store name), or `None`.
     #[serde(default)]
     pub root: Option<StoreName>,
+    /// The direct dependencies it was built with (store names), in the recipe's order.
+    #[serde(default)]
+    pub deps: Vec<StoreName>,
+    /// The sources it was built from (their content hashes), in the recipe's order.
+    #[serde(default)]
+    pub sources: Vec<crate::hash::SourceHash>,
     /// Whether the steps ran on the host's `/usr` (no root): the output then depends on the
     /// host, identified by `host` (docs/store.md), and a binary cache treats it with care.
     #[serde(default)]
@@ -52,6 +58,8 @@ impl Meta {
             host_paths: BTreeMap::new(),
             sandboxed: false,
             root: None,
+            deps: Vec::new(),
+            sources: Vec::new(),
             host_build: false,
             host: String::new(),
             build_seconds: 0.0,
