@@ -81,7 +81,7 @@ pub fn for_stderr() -> Box<dyn Reporter> {
     if std::io::stderr().is_terminal() {
         Box::new(Live::new())
     } else {
-        Box::new(Plain)
+        Box::new(Plain::new())
     }
 }
 
@@ -107,11 +107,98 @@ fn finished_line(name: &str, status: Status, seconds: f64) -> String {
     }
 }
 
-/// One line per event, for logs (CI).
-pub struct Plain;
+/// One line per event, for logs (CI). While builds run, a heartbeat line names each of them
+/// with its current step and elapsed time every [`HEARTBEAT`] (`PYBAKE_HEARTBEAT` seconds
+/// overrides it), so that a 20-minute step does not look like a hung job.
+pub struct Plain {
+    running: std::sync::Arc<Mutex<BTreeMap<String, Running>>>,
+}
+
+/// How often a plain log says what is still running.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+struct Running {
+    since: std::time::Instant,
+    step: String,
+}
+
+impl Plain {
+    pub fn new() -> Self {
+        let running: std::sync::Arc<Mutex<BTreeMap<String, Running>>> = Default::default();
+        let every = std::env::var("PYBAKE_HEARTBEAT")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(HEARTBEAT);
+        let watched = std::sync::Arc::downgrade(&running);
+        // Ends with the reporter: it holds the only strong reference.
+        std::thread::spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(running) = watched.upgrade() else {
+                return;
+            };
+            let running = running.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, r) in running.iter() {
+                eprintln!(
+                    "pybake: still building {name} ({}, {})",
+                    r.step,
+                    elapsed(r.since.elapsed())
+                );
+            }
+        });
+        Plain { running }
+    }
+
+    fn track(&self, event: &Event) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match *event {
+            Event::Started { name } => {
+                running.insert(
+                    name.to_string(),
+                    Running {
+                        since: std::time::Instant::now(),
+                        step: "preparing".into(),
+                    },
+                );
+            }
+            Event::Step {
+                name,
+                number,
+                total,
+                step,
+            } => {
+                if let Some(r) = running.get_mut(name) {
+                    r.step = format!("step {number}/{total}: {}", first_line(step));
+                }
+            }
+            Event::Finished { name, .. } => {
+                running.remove(name);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Default for Plain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `1h02m03s`, `4m05s`, `6s`.
+fn elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
 
 impl Reporter for Plain {
     fn report(&self, event: Event) {
+        self.track(&event);
         let line = match event {
             Event::Plan {
                 build,
@@ -137,6 +224,34 @@ impl Reporter for Plain {
         };
         eprintln!("pybake: {line}");
     }
+}
+
+/// The closing lines of a realize: how many outputs were built, substituted, cached, failed
+/// and skipped, and the slowest builds with their times. `rows` are (name, status, seconds).
+pub fn summary(rows: &[(&str, Status, f64)]) -> Vec<String> {
+    let count = |st: Status| rows.iter().filter(|r| r.1 == st).count();
+    let mut lines = vec![format!(
+        "summary: {} built, {} substituted, {} cached, {} failed, {} skipped",
+        count(Status::Built),
+        count(Status::Substituted),
+        count(Status::Cached),
+        count(Status::Failed),
+        count(Status::Skipped)
+    )];
+    let mut slow: Vec<&(&str, Status, f64)> = rows
+        .iter()
+        .filter(|r| matches!(r.1, Status::Built | Status::Substituted | Status::Failed))
+        .collect();
+    slow.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
+    if !slow.is_empty() {
+        let shown: Vec<String> = slow
+            .iter()
+            .take(5)
+            .map(|r| format!("{} {}", r.0, elapsed(Duration::from_secs_f64(r.2))))
+            .collect();
+        lines.push(format!("slowest: {}", shown.join(", ")));
+    }
+    lines
 }
 
 struct LiveState {
@@ -332,4 +447,29 @@ pub struct Silent;
 
 impl Reporter for Silent {
     fn report(&self, _: Event) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_and_names_the_slowest() {
+        let rows = [
+            ("binaryen", Status::Built, 545.0),
+            ("zlib", Status::Built, 8.2),
+            ("debian-base", Status::Cached, 0.0),
+            ("emsdk", Status::Substituted, 3.5),
+            ("cpython-node", Status::Failed, 3725.0),
+            ("cpython-browser", Status::Skipped, 0.0),
+        ];
+        assert_eq!(
+            summary(&rows),
+            [
+                "summary: 2 built, 1 substituted, 1 cached, 1 failed, 1 skipped",
+                "slowest: cpython-node 1h02m05s, binaryen 9m05s, zlib 8s, emsdk 3s",
+            ]
+        );
+        assert_eq!(summary(&[]).len(), 1);
+    }
 }

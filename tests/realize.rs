@@ -267,3 +267,32 @@ fn check_rebuilds_and_reports_identical_or_the_differing_files() {
     // The stored output is untouched by a check.
     assert!(p.run(&["plan", "stamp"]).ok().stdout.starts_with("cached"));
 }
+
+#[test]
+fn a_plain_log_has_a_heartbeat_and_ends_with_a_summary() {
+    let p = hello_project();
+    p.recipe(
+        "slow",
+        "name = \"slow\"\nversion = \"1\"\ndeps = [\"greeting\"]\nsteps = [\"sleep 1.2\", \"mkdir $out\"]\n",
+    );
+    let mut c = p.cmd(&["realize", "--sandbox", "off", "slow"]);
+    c.env("PYBAKE_HEARTBEAT", "0.4");
+    let r = Run::from(c.output().unwrap()).ok();
+    assert!(
+        r.stderr
+            .contains("pybake: still building slow (step 1/2: sleep 1.2, "),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("pybake: summary: 2 built, 0 substituted, 0 cached, 0 failed, 0 skipped"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("pybake: slowest: slow 1s, greeting "),
+        "{}",
+        r.stderr
+    );
+}

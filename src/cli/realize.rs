@@ -136,6 +136,14 @@ pub(crate) fn realize(
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     }
+    let rows: Vec<(&str, Status, f64)> = realized
+        .outcomes
+        .iter()
+        .map(|o| (o.name.as_str(), o.status, o.seconds))
+        .collect();
+    for line in progress::summary(&rows) {
+        eprintln!("pybake: {line}");
+    }
     let paths = requested_paths(&closure, &realized);
     let code = if !realized.all_ok() {
         if failed.iter().any(|e| e.is_user_error()) {
