@@ -9,6 +9,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod derivation;
+pub mod exit;
 pub mod fetch;
 pub mod graph;
 pub mod hash;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::build::{BuildError, Check, RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable};
 use crate::derivation::{derive_all, Derivation};
+use crate::exit::Class;
 use crate::fetch::{self, FetchConfig, FetchError};
 use crate::graph::Graph;
 use crate::lock::{LockError, Lockfile};
@@ -37,16 +38,19 @@ pub enum ProjectError {
 }
 
 impl ProjectError {
-    /// Whether the user can fix this in recipes, lockfile or arguments (exit code 2), rather
-    /// than it being about this machine or the network.
-    pub fn is_user_error(&self) -> bool {
+    /// What kind of problem this is (see [`crate::exit`]).
+    pub fn class(&self) -> Class {
         match self {
-            ProjectError::Recipe(_)
-            | ProjectError::Toolchain(_)
+            ProjectError::Recipe(e) => e.class(),
+            ProjectError::Toolchain(_)
             | ProjectError::SandboxUnavailable(_)
-            | ProjectError::RootNeedsSandbox(_) => true,
-            ProjectError::Lock(e) => !matches!(e, LockError::Write { .. }),
-            ProjectError::Store(_) | ProjectError::Fetch(_) => false,
+            | ProjectError::RootNeedsSandbox(_) => Class::User,
+            ProjectError::Lock(e) => match e {
+                LockError::Write { .. } => Class::Environment,
+                _ => Class::User,
+            },
+            ProjectError::Store(_) => Class::Environment,
+            ProjectError::Fetch(e) => e.class(),
         }
     }
 }

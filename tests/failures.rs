@@ -248,9 +248,10 @@ fn processes_with(tag: &str) -> Vec<String> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        // The zombie-free check: a process that is already dead has an empty cmdline.
+        // A process that is already dead (a zombie) has an empty cmdline.
         if cmd.contains(tag) {
-            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            found.push(format!("{cmd} [stat: {stat}]"));
         }
     }
     found
@@ -260,7 +261,8 @@ fn wait_until_gone(tag: &str) -> Vec<String> {
     let t = Instant::now();
     loop {
         let left = processes_with(tag);
-        if left.is_empty() || t.elapsed() > Duration::from_secs(10) {
+        // Generous: the machine may be loaded; a regression leaves them running for minutes.
+        if left.is_empty() || t.elapsed() > Duration::from_secs(30) {
             return left;
         }
         std::thread::sleep(Duration::from_millis(50));

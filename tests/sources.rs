@@ -97,7 +97,7 @@ fn mismatch_moves_to_the_mirror_and_all_failures_are_listed() {
         &[server.url("/missing.tar.gz")],
     );
     let r = p.run(&["realize", "a"]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "a pinned hash that does not match is the recipe's to fix");
     assert!(
         r.stderr.contains(&server.url("/bad.tar.gz"))
             && r.stderr.contains(&server.url("/missing.tar.gz")),
@@ -124,7 +124,7 @@ fn mirror_scheme_user_mirrors_and_file_urls() {
 
     // No base for mirror://debian: the note says how to configure it.
     let r = p.run(&["realize", "a"]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "an unconfigured mirror is the user's to fix");
     assert!(r.stderr.contains("PYBAKE_MIRROR_DEBIAN"), "{}", r.stderr);
 
     let mut c = p.cmd(&["realize", "a"]);
@@ -157,7 +157,7 @@ fn offline_import_and_fetch() {
     );
 
     let r = p.run(&["realize", "--offline", "b"]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 3, "offline without the source: the environment's");
     assert!(
         r.stderr.contains(&sha) && r.stderr.contains("pkg-1.0.tar.gz"),
         "{}",
@@ -209,7 +209,7 @@ fn unsafe_archive_is_refused_by_name() {
     p.file("recipes/evil.tar", std::str::from_utf8(&bytes).unwrap());
     p.recipe("a", "name = \"a\"\nversion = \"1\"\nsteps = [\"mkdir $out\"]\n[[sources]]\npath = \"evil.tar\"\n");
     let r = p.run(&["realize", "a"]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "an unsafe archive is the recipe's to fix");
     assert!(
         r.stderr.contains("evil.tar") && r.stderr.contains("../escape.txt"),
         "{}",
@@ -426,7 +426,7 @@ fn a_body_larger_than_the_lockfile_size_is_cut_off() {
     p.run(&["lock"]).ok();
 
     let r = p.run(&["realize", "--store", "fresh", "a"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.code, 2, "{}", r.stderr);
     let expected = format!(
         "{}: sent more than the {} bytes the lockfile records for this source",
         server.url("/pkg-1.0.tar.gz"),
@@ -479,7 +479,7 @@ fn a_wrong_lockfile_size_is_reported_and_lock_update_fixes_it() {
     // how to repair the lockfile.
     set_locked_size(&p, "a", len - 1);
     let r = p.run(&["realize", "--store", "s2", "a"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.code, 2, "{}", r.stderr);
     for needle in [
         format!(
             "{}: is {len} bytes, more than the {} bytes the lockfile records for this source",

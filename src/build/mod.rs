@@ -25,6 +25,7 @@ pub use sandbox::{
 };
 
 use crate::derivation::Derivation;
+use crate::exit::Class;
 use crate::fetch::FetchConfig;
 use crate::hash::{tree, OutputHash};
 use crate::progress::{Event, Reporter};
@@ -120,18 +121,31 @@ impl BuildError {
     /// Whether this failure is the user's to fix in a recipe or arguments (exit code 2) rather
     /// than a build that failed (exit code 1).
     pub fn is_user_error(&self) -> bool {
+        self.class() == Class::User
+    }
+
+    /// What kind of failure this is (see [`crate::exit`]).
+    pub fn class(&self) -> Class {
         use crate::archive::ArchiveError;
         match self {
+            BuildError::StepFailed(_) | BuildError::NoOutput { .. } | BuildError::Cancelled { .. } => {
+                Class::Build
+            }
             BuildError::SourceClash { .. }
             | BuildError::NeedsSandbox { .. }
             | BuildError::ThroughSymlink { .. }
-            | BuildError::NotADirectory { .. } => true,
-            // Like `SourceClash`: two sources of the recipe put the same path into one `dest`.
-            BuildError::Unpack { source, .. } => matches!(
-                **source,
-                ArchiveError::Exists { .. } | ArchiveError::PackageConflict { .. }
-            ),
-            _ => false,
+            | BuildError::NotADirectory { .. } => Class::User,
+            BuildError::Fetch { source, .. } => source.class(),
+            // A pinned archive that does not unpack (or two sources writing one path) is the
+            // recipe's; a disk that cannot take it is the machine's.
+            BuildError::Unpack { source, .. } => match **source {
+                ArchiveError::Write { .. } | ArchiveError::Dest { .. } => Class::Environment,
+                _ => Class::User,
+            },
+            BuildError::Spawn { .. }
+            | BuildError::Tree { .. }
+            | BuildError::Io { .. }
+            | BuildError::Store(_) => Class::Environment,
         }
     }
 }

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::build::SandboxUnavailable;
 use crate::fetch::FetchConfig;
 use crate::project::{Project, ProjectError, Settings};
+use crate::exit::Class;
 use crate::recipe::RecipeError;
 
 /// Exit code for a build that failed.
@@ -28,7 +29,9 @@ pub const EXIT_USER_ERROR: i32 = 2;
     long_about = "pybake builds recipes (one TOML file each, in --recipes DIR) into a content-addressed \
 store (--store DIR). Every output's path is named by a hash of everything that can change it, so a \
 second realize builds nothing and an edited recipe rebuilds exactly itself and its dependents.\n\n\
-Exit codes: 0 success, 1 a build failed, 2 a user error (bad recipe or arguments).",
+Exit codes: 0 success; 1 a build failed; 2 a user error (bad recipe, lockfile, configuration or \
+arguments, or a pinned source whose hash does not match); 3 the environment (network, disk, \
+permissions, an unreachable cache).",
     after_help = "Docs: docs/recipes.md (recipe format), docs/store.md (store layout)."
 )]
 pub struct Cli {
@@ -183,27 +186,40 @@ pub fn report(e: &(dyn std::error::Error + 'static)) {
     }
 }
 
+/// The exit code of an error: the class of the first error in its chain that has one.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    class_of(e).exit_code()
+}
+
+fn class_of(e: &anyhow::Error) -> Class {
     if let Some(p) = e.downcast_ref::<ProjectError>() {
-        return if p.is_user_error() {
-            EXIT_USER_ERROR
-        } else {
-            EXIT_BUILD_FAILED
-        };
+        return p.class();
     }
-    if e.downcast_ref::<RecipeError>().is_some()
-        || e.downcast_ref::<crate::toolchain::ToolchainError>()
-            .is_some()
+    if let Some(b) = e.downcast_ref::<crate::build::BuildError>() {
+        return b.class();
+    }
+    if let Some(f) = e.downcast_ref::<crate::fetch::FetchError>() {
+        return f.class();
+    }
+    if let Some(r) = e.downcast_ref::<RecipeError>() {
+        return r.class();
+    }
+    if e.downcast_ref::<crate::store::StoreError>().is_some()
+        || e.downcast_ref::<std::io::Error>().is_some()
+    {
+        return Class::Environment;
+    }
+    if e.downcast_ref::<crate::toolchain::ToolchainError>().is_some()
         || e.downcast_ref::<crate::lock::LockError>().is_some()
         || e.downcast_ref::<SandboxUnavailable>().is_some()
         || e.downcast_ref::<crate::build::RootNeedsSandbox>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<crate::fetch::ConfigError>().is_some()
+        || e.downcast_ref::<crate::config::ConfigError>().is_some()
     {
-        EXIT_USER_ERROR
-    } else {
-        EXIT_BUILD_FAILED
+        return Class::User;
     }
+    Class::Build
 }
 
 /// A bad combination of arguments that clap cannot express.

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::{default_parallelism, Global, EXIT_BUILD_FAILED};
 use crate::build::{BuildError, Check, SandboxMode};
+use crate::exit::Class;
 use crate::progress::{self, Status};
 use crate::project::{requested_paths, RealizeOptions};
 
@@ -146,11 +147,14 @@ pub(crate) fn realize(
     }
     let paths = requested_paths(&closure, &realized);
     let code = if !realized.all_ok() {
-        if failed.iter().any(|e| e.is_user_error()) {
-            super::EXIT_USER_ERROR
-        } else {
-            EXIT_BUILD_FAILED
-        }
+        // The most telling cause among the failures: the user's, then the environment's, then
+        // a failed build.
+        let classes: Vec<Class> = failed.iter().map(|e| e.class()).collect();
+        [Class::User, Class::Environment, Class::Build]
+            .into_iter()
+            .find(|c| classes.contains(c))
+            .unwrap_or(Class::Build)
+            .exit_code()
     } else {
         print_checks(&realized.checks)
     };

@@ -62,6 +62,52 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// A wrong pin (hash or size) or a stale URL is the recipe's; a network that failed, a full
+    /// disk or an offline machine without the file is the environment's.
+    pub fn class(&self) -> crate::exit::Class {
+        use crate::exit::Class;
+        match self {
+            FetchError::AllFailed { attempts, .. } => {
+                let wrong_pin = attempts.iter().any(|a| {
+                    matches!(
+                        a.failure,
+                        Failure::Mismatch { .. }
+                            | Failure::TooLarge { .. }
+                            | Failure::NoMirrorBase { .. }
+                            | Failure::BadUrl { .. }
+                    )
+                });
+                let network = attempts.iter().all(|a| a.failure.is_network());
+                if wrong_pin || !network {
+                    Class::User
+                } else {
+                    Class::Environment
+                }
+            }
+            FetchError::Offline { .. }
+            | FetchError::Client { .. }
+            | FetchError::Store { .. }
+            | FetchError::Import { .. } => Class::Environment,
+        }
+    }
+}
+
+impl Failure {
+    /// Whether this is about reaching the server at all (or reading from it).
+    fn is_network(&self) -> bool {
+        match self {
+            Failure::Transport(_)
+            | Failure::TimedOut(_)
+            | Failure::Read(_)
+            | Failure::Short { .. }
+            | Failure::Offline => true,
+            Failure::Status { status } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
 /// One candidate URL and its outcome.
 #[derive(Debug)]
 pub struct Attempt {

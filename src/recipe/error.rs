@@ -81,6 +81,19 @@ pub enum RecipeError {
     },
 }
 
+impl RecipeError {
+    /// What kind of problem this is (see [`crate::exit`]): a recipe directory or file that
+    /// cannot be read is a path or permission problem; everything else is the recipe's.
+    pub fn class(&self) -> crate::exit::Class {
+        match self {
+            RecipeError::ReadDir { .. } | RecipeError::ReadFile { .. } => {
+                crate::exit::Class::Environment
+            }
+            _ => crate::exit::Class::User,
+        }
+    }
+}
+
 /// The 1-based line of a byte offset in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
