@@ -193,7 +193,7 @@ pub fn drv_hash(
 mod tests {
     use super::*;
     use crate::recipe::Dep;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     fn recipe() -> Recipe {
         Recipe {
@@ -204,7 +204,7 @@ mod tests {
             file: PathBuf::from("/somewhere/hello.toml"),
             deps: vec![Dep {
                 name: "greeting".into(),
-                line: Some(3),
+                at: crate::recipe::Location::at_line(Path::new("/somewhere/hello.toml"), Some(3)),
             }],
             root: None,
             steps: vec!["cc -o hello $src/hello.c".into()],
@@ -216,10 +216,7 @@ mod tests {
                 },
                 unpack: true,
                 dest: ".".into(),
-                at: crate::recipe::Location {
-                    file: PathBuf::from("/somewhere/hello.toml"),
-                    line: None,
-                },
+                at: crate::recipe::Location::at_line(Path::new("/somewhere/hello.toml"), None),
             }],
             provides: BTreeMap::new(),
             requires: BTreeMap::new(),
@@ -246,7 +243,7 @@ mod tests {
         let mut r = recipe();
         r.file = PathBuf::from("/elsewhere/other.toml");
         r.description = "words".into();
-        r.deps[0].line = Some(9);
+        r.deps[0].at.line = Some(9);
         assert_eq!(hash_of(&r), hash_of(&recipe()));
     }
 

@@ -28,13 +28,10 @@ impl<'a> Graph<'a> {
             for dep in recipe.needs() {
                 let Some(&from) = index.get(dep.name.as_str()) else {
                     return Err(RecipeError::MissingDep {
-                        at: Location {
-                            file: recipe.file.clone(),
-                            line: dep.line,
-                        },
+                        at: dep.at.clone(),
                         recipe: name.clone(),
                         dep: dep.name.clone(),
-                        hint: suggestion(&dep.name, set.recipes.keys().map(String::as_str)),
+                        hint: suggestion(&dep.name, set.recipes.keys().map(String::as_str)).into(),
                     });
                 };
                 graph.add_edge(from, index[name.as_str()], ());
@@ -66,15 +63,13 @@ impl<'a> Graph<'a> {
         let path = self.path_within(start, &members);
         let names: Vec<&str> = path.iter().map(|n| self.graph[*n]).collect();
         let first = self.recipe(names[0]);
-        let line = first
+        let at = first
             .needs()
             .find(|d| d.name == names[1])
-            .and_then(|d| d.line);
+            .map(|d| d.at.clone())
+            .unwrap_or_else(|| Location::at_line(&first.file, None));
         Err(RecipeError::Cycle {
-            at: Location {
-                file: first.file.clone(),
-                line,
-            },
+            at,
             cycle: names.join(" -> "),
         })
     }

@@ -93,6 +93,22 @@ pub enum LockError {
     NotLocked { name: String, path: PathBuf },
 }
 
+impl LockError {
+    /// Where in the lockfile the error is, when the JSON does not parse.
+    pub fn location(&self) -> Option<crate::recipe::Location> {
+        match self {
+            LockError::Parse { path, source } if source.line() > 0 => {
+                Some(crate::recipe::Location {
+                    file: path.clone(),
+                    line: Some(source.line()),
+                    span: Some((u32::try_from(source.column().max(1)).unwrap_or(u32::MAX), 1)),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Lockfile {
     pub fn empty() -> Self {
         Lockfile {

@@ -24,7 +24,7 @@ pub enum ProjectError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
-    Toolchain(#[from] ToolchainError),
+    Toolchain(Box<ToolchainError>),
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -35,6 +35,12 @@ pub enum ProjectError {
     RootNeedsSandbox(#[from] RootNeedsSandbox),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+}
+
+impl From<ToolchainError> for ProjectError {
+    fn from(e: ToolchainError) -> Self {
+        ProjectError::Toolchain(Box::new(e))
+    }
 }
 
 impl ProjectError {

@@ -22,11 +22,21 @@ pub enum ToolchainError {
     Violated(Box<Violation>),
     #[error("{at}: recipe `{recipe}` requires {tool} {constraint}, but no recipe in its dependencies provides {tool}\n  hint: add the recipe that has `[provides] {tool} = \"...\"` to `deps`")]
     Missing {
-        at: Location,
+        at: Box<Location>,
         recipe: String,
         tool: String,
         constraint: String,
     },
+}
+
+impl ToolchainError {
+    /// The `[requires]` entry the error is about.
+    pub fn location(&self) -> &Location {
+        match self {
+            ToolchainError::Violated(v) => &v.at,
+            ToolchainError::Missing { at, .. } => at.as_ref(),
+        }
+    }
 }
 
 /// A provided version outside a constraint (boxed in [`ToolchainError`] to keep it small).
@@ -52,10 +62,7 @@ pub fn check(drvs: &[Derivation]) -> Result<Vec<Pin>, ToolchainError> {
     for d in drvs {
         let r = d.recipe;
         for (tool, req) in &r.requires {
-            let at = Location {
-                file: r.file.clone(),
-                line: req.line,
-            };
+            let at = req.at.clone();
             let reason = if req.reason.is_empty() {
                 String::new()
             } else {
@@ -63,7 +70,7 @@ pub fn check(drvs: &[Derivation]) -> Result<Vec<Pin>, ToolchainError> {
             };
             let Some((provider, version)) = find_provider(r, tool, &by_name) else {
                 return Err(ToolchainError::Missing {
-                    at,
+                    at: Box::new(at),
                     recipe: r.name.clone(),
                     tool: tool.clone(),
                     constraint: req.version.to_string(),

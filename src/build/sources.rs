@@ -277,10 +277,7 @@ mod tests {
                     },
                     unpack: false,
                     dest: dest.to_string(),
-                    at: Location {
-                        file: "r.toml".into(),
-                        line: Some(i + 1),
-                    },
+                    at: Location::at_line(Path::new("r.toml"), Some(i + 1)),
                 })
                 .collect();
             let recipe = Recipe {

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::build::SandboxUnavailable;
+use crate::exit::Class;
 use crate::fetch::FetchConfig;
 use crate::project::{Project, ProjectError, Settings};
-use crate::exit::Class;
 use crate::recipe::RecipeError;
 
 /// Exit code for a build that failed.
@@ -184,6 +184,35 @@ pub fn report(e: &(dyn std::error::Error + 'static)) {
         }
         cause = c.source();
     }
+    if let Some(at) = location_of(e) {
+        // Read again for display only (lossily: the error may be that it is not UTF-8).
+        if let Ok(bytes) = std::fs::read(&at.file) {
+            eprint!(
+                "{}",
+                crate::recipe::snippet(&at, &String::from_utf8_lossy(&bytes))
+            );
+        }
+    }
+}
+
+/// The place in a recipe file or the lockfile that an error is about, if any.
+fn location_of(e: &(dyn std::error::Error + 'static)) -> Option<crate::recipe::Location> {
+    if let Some(p) = e.downcast_ref::<ProjectError>() {
+        return match p {
+            ProjectError::Recipe(r) => r.location().cloned(),
+            ProjectError::Lock(l) => l.location(),
+            ProjectError::Toolchain(t) => Some(t.location().clone()),
+            _ => None,
+        };
+    }
+    if let Some(r) = e.downcast_ref::<RecipeError>() {
+        return r.location().cloned();
+    }
+    if let Some(l) = e.downcast_ref::<crate::lock::LockError>() {
+        return l.location();
+    }
+    e.downcast_ref::<crate::toolchain::ToolchainError>()
+        .map(|t| t.location().clone())
 }
 
 /// The exit code of an error: the class of the first error in its chain that has one.
@@ -209,7 +238,8 @@ fn class_of(e: &anyhow::Error) -> Class {
     {
         return Class::Environment;
     }
-    if e.downcast_ref::<crate::toolchain::ToolchainError>().is_some()
+    if e.downcast_ref::<crate::toolchain::ToolchainError>()
+        .is_some()
         || e.downcast_ref::<crate::lock::LockError>().is_some()
         || e.downcast_ref::<SandboxUnavailable>().is_some()
         || e.downcast_ref::<crate::build::RootNeedsSandbox>().is_some()

@@ -8,6 +8,77 @@ use std::path::PathBuf;
 pub struct Location {
     pub file: PathBuf,
     pub line: Option<usize>,
+    /// The 1-based column and width (in characters, within `line`) of what is meant, for
+    /// showing the line with a caret under it (see [`snippet`]).
+    pub span: Option<(u32, u32)>,
+}
+
+impl Location {
+    /// The location of the byte range `span` in `text`, the contents of `file`.
+    pub fn of_span(file: &std::path::Path, text: &str, span: std::ops::Range<usize>) -> Self {
+        // Offsets from a parser or a UTF-8 check may fall inside a character: widen to its
+        // boundaries rather than slice through it.
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let mut end = span.end.clamp(start, line_end);
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        let col = text[line_start..start].chars().count() + 1;
+        let width = text[start..end].chars().count().max(1);
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Location {
+            file: file.to_path_buf(),
+            line: Some(line_of(text, start)),
+            span: Some((small(col), small(width))),
+        }
+    }
+
+    /// A whole file, or a line without a column.
+    pub fn at_line(file: &std::path::Path, line: Option<usize>) -> Self {
+        Location {
+            file: file.to_path_buf(),
+            line,
+            span: None,
+        }
+    }
+}
+
+/// The line of `text` a location names, with a caret under its span, rustc style:
+///
+/// ```text
+///   --> recipes/hello.toml:3:9
+///    |
+///  3 | deps = ["greting"]
+///    |         ^^^^^^^^^
+/// ```
+/// Empty when the location has no line or the text has no such line.
+pub fn snippet(at: &Location, text: &str) -> String {
+    let Some(line) = at.line else {
+        return String::new();
+    };
+    let Some(src) = text.lines().nth(line - 1) else {
+        return String::new();
+    };
+    let num = line.to_string();
+    let pad = " ".repeat(num.len());
+    let (col, width) = at.span.map_or((1, 0), |(c, w)| (c as usize, w as usize));
+    let mut out = format!(
+        "{pad}--> {}:{line}:{col}\n{pad} |\n{num} | {src}\n",
+        at.file.display()
+    );
+    if width > 0 {
+        out.push_str(&format!(
+            "{pad} | {}{}\n",
+            " ".repeat(col - 1),
+            "^".repeat(width)
+        ));
+    }
+    out
 }
 
 impl fmt::Display for Location {
@@ -27,6 +98,8 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{at}: the file is not valid UTF-8 (recipe files are UTF-8 text)\n  hint: re-save it as UTF-8; the first invalid byte is marked below")]
+    NotUtf8 { at: Location },
     #[error("cannot read {file}: {source}")]
     ReadFile {
         file: PathBuf,
@@ -54,7 +127,8 @@ pub enum RecipeError {
         at: Location,
         recipe: String,
         dep: String,
-        hint: String,
+        /// " (did you mean `x`?)" or empty; boxed to keep the error small.
+        hint: Box<str>,
     },
     #[error("{at}: recipe `{recipe}` extends `{parent}`, which no recipe defines")]
     MissingParent {
@@ -82,6 +156,21 @@ pub enum RecipeError {
 }
 
 impl RecipeError {
+    /// Where in a recipe file the error is, when it is in one.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            RecipeError::Syntax { at, .. }
+            | RecipeError::BadValue { at, .. }
+            | RecipeError::Duplicate { at, .. }
+            | RecipeError::MissingDep { at, .. }
+            | RecipeError::MissingParent { at, .. }
+            | RecipeError::Cycle { at, .. }
+            | RecipeError::ExtendsCycle { at, .. }
+            | RecipeError::NotUtf8 { at } => Some(at),
+            _ => None,
+        }
+    }
+
     /// What kind of problem this is (see [`crate::exit`]): a recipe directory or file that
     /// cannot be read is a path or permission problem; everything else is the recipe's.
     pub fn class(&self) -> crate::exit::Class {
@@ -148,5 +237,28 @@ mod tests {
             " (did you mean `greeting`?)"
         );
         assert_eq!(suggestion("zzz", ["greeting"]), "");
+    }
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::*;
+
+    #[test]
+    fn a_span_is_shown_under_its_line_even_inside_a_character() {
+        let text = "name = \"a\"\ndeps = [\"gréting\"]\n";
+        let at = Location::of_span(std::path::Path::new("r.toml"), text, 19..28);
+        assert_eq!(at.line, Some(2));
+        assert_eq!(
+            snippet(&at, text),
+            " --> r.toml:2:9\n  |\n2 | deps = [\"gréting\"]\n  |         ^^^^^^^^\n"
+        );
+        // An offset in the middle of `é` (bytes 20..22) is widened to the whole character.
+        let at = Location::of_span(std::path::Path::new("r.toml"), text, 21..22);
+        assert_eq!(at.span, Some((11, 1)));
+        assert_eq!(
+            snippet(&Location::at_line(std::path::Path::new("r"), None), text),
+            ""
+        );
     }
 }

@@ -21,7 +21,7 @@ mod resolved;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-pub use error::{line_of, suggestion, Location, RecipeError};
+pub use error::{line_of, snippet, suggestion, Location, RecipeError};
 pub use resolved::{url_file_name, Dep, Origin, Recipe, Requirement, Source, RESERVED_ENV};
 
 use crate::store::MAX_NAME_VERSION_LEN;
@@ -42,9 +42,9 @@ struct Parsed {
 
 impl Parsed {
     fn at(&self, span: Option<std::ops::Range<usize>>) -> Location {
-        Location {
-            file: self.file.clone(),
-            line: span.map(|s| line_of(&self.text, s.start)),
+        match span {
+            Some(s) => Location::of_span(&self.file, &self.text, s),
+            None => Location::at_line(&self.file, None),
         }
     }
 }
@@ -127,11 +127,23 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
             kind: kind_of(file_type),
         });
     }
-    let text = std::fs::read_to_string(file).map_err(read_err)?;
+    let bytes = std::fs::read(file).map_err(read_err)?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(e.as_bytes());
+            // The valid prefix is the same in the lossy text, so the offset still points at
+            // the first replacement character.
+            return Err(RecipeError::NotUtf8 {
+                at: Location::of_span(file, &lossy, valid..valid + 1),
+            });
+        }
+    };
     let raw: RawRecipe = toml::from_str(&text).map_err(|e| RecipeError::Syntax {
-        at: Location {
-            file: file.to_path_buf(),
-            line: e.span().map(|s| line_of(&text, s.start)),
+        at: match e.span() {
+            Some(s) => Location::of_span(file, &text, s),
+            None => Location::at_line(file, None),
         },
         message: e.message().trim().to_string(),
     })?;
@@ -284,7 +296,7 @@ fn resolve(
                 }
                 out.push(Dep {
                     name: d.get_ref().clone(),
-                    line: Some(line_of(&p.text, d.span().start)),
+                    at: p.at(Some(d.span())),
                 });
             }
             out
@@ -294,7 +306,7 @@ fn resolve(
 
     let root = nearest(&chain, |r| r.root.as_ref()).map(|(p, r)| Dep {
         name: r.get_ref().clone(),
-        line: Some(line_of(&p.text, r.span().start)),
+        at: p.at(Some(r.span())),
     });
 
     let steps: Vec<String> = nearest(&chain, |r| r.steps.as_ref())
@@ -370,7 +382,7 @@ fn resolve(
                 Requirement {
                     version,
                     reason: r.reason.clone(),
-                    line: Some(line_of(&p.text, req.span().start)),
+                    at: p.at(Some(req.span())),
                 },
             );
         }

@@ -57,7 +57,8 @@ impl Recipe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dep {
     pub name: String,
-    pub line: Option<usize>,
+    /// Where it is named (a parent's file when inherited through `extends`).
+    pub at: crate::recipe::Location,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,5 +105,6 @@ pub fn url_file_name(url: &str) -> String {
 pub struct Requirement {
     pub version: semver::VersionReq,
     pub reason: String,
-    pub line: Option<usize>,
+    /// Where it is named (a parent's file when inherited through `extends`).
+    pub at: crate::recipe::Location,
 }
