@@ -197,38 +197,70 @@ steps = ["mkdir -p $out && echo half > $out/half", "touch {started}; [ -e {start
 #[test]
 fn concurrent_realizes_share_one_build() {
     let p = Project::new();
+    let gate = tempfile::tempdir().unwrap();
+    let (started, go) = (gate.path().join("started"), gate.path().join("go"));
+    // `shared` waits until the test opens the gate, so the two runs overlap for certain.
     p.recipe(
         "shared",
-        "name = \"shared\"\nversion = \"1\"\nsteps = [\"sleep 1\", \"mkdir $out && date +%s%N > $out/stamp\"]\n",
+        &format!(
+            "name = \"shared\"\nversion = \"1\"\nsteps = [\"touch {}; while [ ! -e {} ]; do sleep 0.02; done\", \"mkdir $out && date +%s%N > $out/stamp\"]\n",
+            started.display(),
+            go.display()
+        ),
     );
     p.recipe(
         "top",
         "name = \"top\"\nversion = \"1\"\ndeps = [\"shared\"]\nsteps = [\"mkdir $out\"]\n",
     );
-    let a = p
-        .cmd(&["realize", "--json", "shared"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let b = p
-        .cmd(&["realize", "--json", "top"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let spawn = |target: &str| {
+        p.cmd(&["realize", "--sandbox", "off", "--json", target])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("shared");
+    let t = Instant::now();
+    while !started.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "shared never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The second run reports `building shared` before it waits for the output's lock.
+    let mut b = spawn("top");
+    let mut b_err = std::io::BufReader::new(b.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut b_err, &mut line).unwrap();
+        assert!(n > 0, "the second run ended early: {seen}");
+        seen.push_str(&line);
+        if line.contains("building shared") {
+            break;
+        }
+    }
+    // Both runs now want `shared`: one builds it, the other waits for its lock.
+    std::fs::write(&go, "").unwrap();
     let ra = Run::from(a.wait_with_output().unwrap()).ok();
-    let rb = Run::from(b.wait_with_output().unwrap()).ok();
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut b_err, &mut s).unwrap();
+        s
+    });
+    let rb = Run::from(b.wait_with_output().unwrap());
+    seen.push_str(&rest.join().unwrap());
+    assert_eq!(rb.code, 0, "{seen}");
     let all: Vec<(String, String)> = statuses(&ra.stdout)
         .into_iter()
         .chain(statuses(&rb.stdout))
         .filter(|(n, _)| n == "shared")
         .collect();
-    let built = all.iter().filter(|(_, s)| s == "built").count();
-    assert_eq!(built, 1, "shared is built exactly once: {all:?}");
-    assert!(
-        all.iter().all(|(_, s)| s == "built" || s == "cached"),
-        "{all:?}"
+    assert_eq!(
+        all,
+        pairs(&[("shared", "built"), ("shared", "cached")]),
+        "shared is built once; the run that waited finds it in the store"
     );
 }
 

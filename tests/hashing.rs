@@ -32,19 +32,21 @@ fn two_checkouts_at_different_paths_agree() {
     assert_eq!(name(&ra), name(&rb), "same store name from both checkouts");
 
     // The outputs are the same bytes, too (the sandbox hides both locations).
-    if bwrap_works() {
-        let meta = |store: &std::path::Path, n: &str| {
-            let m: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(store.join(".pybake/meta").join(format!("{n}.json"))).unwrap(),
-            )
-            .unwrap();
-            m["output_hash"].as_str().unwrap().to_string()
-        };
-        assert_eq!(
-            meta(&a.store(), &name(&ra)),
-            meta(&b_dir.join("cache"), &name(&rb))
-        );
-    }
+    assert!(
+        bwrap_works(),
+        "bubblewrap must work on this machine (scripts/install-deps installs it)"
+    );
+    let meta = |store: &std::path::Path, n: &str| {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(store.join(".pybake/meta").join(format!("{n}.json"))).unwrap(),
+        )
+        .unwrap();
+        m["output_hash"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        meta(&a.store(), &name(&ra)),
+        meta(&b_dir.join("cache"), &name(&rb))
+    );
 }
 
 #[test]

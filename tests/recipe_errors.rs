@@ -3,13 +3,21 @@
 mod common;
 use common::*;
 
+/// Realizes the broken recipe `a` together with a good one whose step leaves a mark outside
+/// the store: the error must stop everything before any build starts.
 fn error_of(p: &Project) -> String {
-    let r = p.run(&["realize", "a"]);
+    let mark = p.path().join("good-ran");
+    p.recipe(
+        "good",
+        &format!(
+            "name = \"good\"\nversion = \"1\"\nsteps = [\"touch {}\", \"mkdir $out\"]\n",
+            mark.display()
+        ),
+    );
+    let r = p.run(&["realize", "--sandbox", "off", "good", "a"]);
     assert_eq!(r.code, 2, "stderr: {}", r.stderr);
     assert!(r.stdout.is_empty());
-    assert!(
-        !p.store().join(".pybake").exists() || std::fs::read_dir(p.store()).unwrap().count() == 1
-    );
+    assert!(!mark.exists(), "nothing is built after a recipe error");
     r.stderr
 }
 
