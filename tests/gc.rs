@@ -209,6 +209,13 @@ fn projects_sharing_a_store_keep_separate_roots() {
     assert!(exists(&two_v2) && exists(&one_v3));
     let listed = one.run(&["gc-root", "list"]).ok().stdout;
     assert_eq!(listed.lines().count(), 2, "{listed}");
+
+    // A deleted checkout's roots go with it.
+    std::fs::remove_dir_all(two.path().join("recipes")).unwrap();
+    let r = one.run(&["gc"]).ok();
+    assert!(r.stderr.contains("is gone"), "{}", r.stderr);
+    assert!(!exists(&two_v2) && exists(&one_v3));
+    assert_eq!(one.run(&["gc-root", "list"]).ok().stdout.lines().count(), 1);
 }
 
 /// A step that signals `started` and waits until `release` exists.

@@ -199,11 +199,11 @@ impl Store {
 
         let mut dead: BTreeSet<StoreName> = BTreeSet::new();
         for (name, path) in list_names(&self.root, |n| StoreName::parse(n).ok())? {
-            if live.contains(&name) && self.is_valid(&name) {
+            let complete = self.is_valid(&name);
+            if complete && live.contains(&name) {
                 plan.live_outputs += 1;
                 continue;
             }
-            let complete = self.is_valid(&name);
             let mut size = tree_size(&path)?;
             for f in self.files_of(&name) {
                 size += file_size(&f)?;

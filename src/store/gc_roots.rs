@@ -35,9 +35,13 @@ pub struct GcRoot {
 }
 
 impl GcRoot {
-    /// Whether the project that recorded the root no longer exists.
+    /// Whether the project that recorded the root no longer exists. A directory that cannot be
+    /// examined for another reason (permissions, a failing mount) is not taken for gone.
     pub fn project_gone(&self) -> bool {
-        !self.project.is_dir()
+        match std::fs::metadata(&self.project) {
+            Ok(m) => !m.is_dir(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 }
 
