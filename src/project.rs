@@ -155,6 +155,8 @@ pub struct RealizeOptions {
     /// Rebuild the targets afterwards and compare with the stored outputs.
     pub check: bool,
     pub sandbox: SandboxMode,
+    /// Record the targets' outputs as GC roots of this project (`--no-root` turns it off).
+    pub gc_root: bool,
 }
 
 /// What a realize did.
@@ -273,6 +275,10 @@ impl<'p> Closure<'p> {
         if opts.locked {
             self.check_locked()?;
         }
+        // Held to the end, so that gc never removes what this run found valid or built.
+        let _gc = store.lock_for_realize(|| {
+            reporter.report(Event::Note("waiting for a running `pybake gc` to finish"))
+        })?;
         // Temporaries of killed pybakes; the locks they hold tell live ones apart.
         for e in store.remove_orphans().errors {
             reporter.report(Event::Warning(&format!(
@@ -311,6 +317,9 @@ impl<'p> Closure<'p> {
                 let c = scheduler::check(store, &sandbox, &self.drvs, name, &sched, reporter);
                 realized.checks.push((name.clone(), c));
             }
+        }
+        if opts.gc_root {
+            record_gc_roots(self, reporter);
         }
         Ok(realized)
     }
@@ -361,4 +370,22 @@ pub fn requested_paths(closure: &Closure, realized: &Realized) -> Vec<PathBuf> {
         .filter(|o| o.status != crate::progress::Status::Failed)
         .map(|o| o.path.clone())
         .collect()
+}
+
+/// Records each target whose output is valid as a GC root of the project (docs/store.md,
+/// "Roots and garbage collection"). A root that cannot be written is a warning: the outputs are
+/// there, only a later gc could remove them.
+fn record_gc_roots(closure: &Closure, reporter: &dyn Reporter) {
+    let store = &closure.project.store;
+    for name in &closure.targets {
+        let Some(d) = closure.get(name).filter(|d| store.is_valid(&d.store_name)) else {
+            continue;
+        };
+        if let Err(e) = store.add_gc_root(&closure.project.set.dir, name, &d.store_name) {
+            reporter.report(Event::Warning(&format!(
+                "cannot record {} as the GC root of `{name}`, so `pybake gc` may remove it: {e}",
+                d.store_name
+            )));
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! The command line: argument types (clap) and one module per subcommand.
 //! `anyhow` lives here and nowhere below.
 
+mod gc;
 mod query;
 mod realize;
 mod run;
 mod sources;
+mod why_depends;
 
 use std::path::PathBuf;
 
@@ -109,6 +111,24 @@ pub enum Command {
     ///
     /// Prints the page's URL on stdout (python.html when the output has one).
     Serve(run::ServeArgs),
+    /// Remove every output and source that no GC root needs; print what went and the total.
+    ///
+    /// `pybake realize` records its requested outputs as roots (see `pybake gc-root list`).
+    /// Kept: each root's output, what it references at run time, and what it was built from
+    /// (dependencies, build root and sources, transitively), so that changing a recipe rebuilds
+    /// only that recipe; --runtime-only keeps the runtime closures alone. Also removed: outputs
+    /// without valid metadata, logs of failed builds, leftover temporaries. gc waits for running
+    /// realizes and never removes an output whose lock is held.
+    Gc(gc::GcArgs),
+    /// List, add or remove GC roots (the outputs `pybake gc` keeps).
+    #[command(subcommand, name = "gc-root")]
+    GcRoot(gc::GcRootCommand),
+    /// Print the chain of references by which A's output depends on B's, one store path per
+    /// line with, for each hop, the file that mentions the next.
+    ///
+    /// Exit code 1 if A does not depend on B at run time (it says when B is a build-time
+    /// dependency only; --build follows build dependencies too).
+    WhyDepends(why_depends::WhyDependsArgs),
     /// Print the content hash of a file (its sha256) or directory (canonical tree hash).
     ///
     /// This is the hash a `path` source or an output gets (docs/store.md).
@@ -157,6 +177,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Log(o) => query::log(&cli.global, o),
         Command::Graph(t) => query::graph(&cli.global, t),
         Command::Hash(h) => query::hash(h),
+        Command::Gc(a) => gc::gc(&cli.global, a),
+        Command::GcRoot(c) => gc::gc_root(&cli.global, c),
+        Command::WhyDepends(a) => why_depends::why_depends(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
         Command::Serve(a) => run::serve(&cli.global, a),
         Command::Fetch(a) => sources::fetch(&cli.global, a),

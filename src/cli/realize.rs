@@ -42,6 +42,11 @@ pub struct RealizeArgs {
     /// Isolation of build steps: bubblewrap when it works (auto), always (on), never (off).
     #[arg(long, value_enum, env = "PYBAKE_SANDBOX", default_value = "auto")]
     pub sandbox: SandboxMode,
+    /// Do not record NAME... as GC roots. By default each requested output becomes the root of
+    /// its recipe in this project (replacing the root of an earlier version), which `pybake gc`
+    /// keeps with everything it needs.
+    #[arg(long)]
+    pub no_root: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -73,6 +78,8 @@ impl RealizeArgs {
                 .ok()
                 .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
                 .unwrap_or(SandboxMode::Auto),
+            // What `run` and `serve` use stays until they are done with it, and after.
+            no_root: false,
         }
     }
 }
@@ -87,6 +94,7 @@ impl RealizeArgs {
             locked: self.locked,
             check: self.check,
             sandbox: self.sandbox,
+            gc_root: !self.no_root,
         }
     }
 }

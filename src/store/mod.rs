@@ -8,6 +8,8 @@
 //! - `.pybake/sources/<64 hex>`: fetched and imported source files, named by their sha256.
 //! - `.pybake/tmp/`: build directories and downloads in progress (same filesystem, for rename).
 //! - `.pybake/locks/<store name>.lock`: one lock per output, held while it is built.
+//! - `.pybake/gcroots/<project key>-<recipe>`: GC roots (`gc_roots.rs`).
+//! - `.pybake/gc.lock`: held shared by each realize, exclusively by gc (`gc.rs`).
 //!
 //! Invariants: nothing is written under an output or source name except by `rename` of a
 //! completed temporary; metadata is renamed into place before its output, so an output without
@@ -16,18 +18,24 @@
 //! stale and removed (`orphans.rs`). Modes do not depend on the umask (`files.rs`).
 
 mod files;
+mod gc;
+mod gc_roots;
 mod meta;
 mod name;
 mod orphans;
+mod why;
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use files::{create_readable, make_read_only, remove_tree, unshare_hard_links, write_atomic};
+pub use gc::{Garbage, GarbageKind, GcError, GcGuard, GcPlan, GcReport, RealizeGuard};
+pub use gc_roots::{project_key, GcRoot};
 pub use meta::Meta;
 pub use name::{BadStoreName, StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
 pub use orphans::{locked_temp_file, Sweep};
+pub use why::{Edge, Hop};
 
 /// The path builds see the store at inside the sandbox, on every machine.
 pub const CANONICAL_STORE: &str = "/pybake/store";

@@ -5,8 +5,8 @@
 //! - `.pybake/tmp/<store name>.XXXXXX/`, a build directory: the output lock
 //!   `.pybake/locks/<store name>.lock`, held for the whole build;
 //! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*` (downloads and imports in progress) and
-//!   `.pybake/meta/.tmp*` (metadata being written): a lock on the file itself, taken right after
-//!   creating it ([`locked_temp_file`]).
+//!   `.pybake/meta/.tmp*` and `.pybake/gcroots/.tmp*` (metadata or a GC root being written): a
+//!   lock on the file itself, taken right after creating it ([`locked_temp_file`]).
 //!
 //! The kernel drops a process's locks when it dies, however it dies. So a temporary whose lock
 //! can be taken belongs to nobody alive, and [`Store::remove_orphans`] removes it, holding the
@@ -71,10 +71,10 @@ pub struct Sweep {
 
 impl Store {
     /// Removes the temporaries that no live process holds: build directories of builds that
-    /// were killed, partial downloads and imports, metadata temporaries (see the module docs).
-    /// Costs one directory listing of `.pybake/tmp` and one of `.pybake/meta` when there is
-    /// nothing to remove. Never fails as a whole: what cannot be removed is reported in
-    /// [`Sweep::errors`].
+    /// were killed, partial downloads and imports, metadata and GC root temporaries (see the
+    /// module docs). Costs one directory listing of `.pybake/tmp`, `.pybake/meta` and
+    /// `.pybake/gcroots` when there is nothing to remove. Never fails as a whole: what cannot be
+    /// removed is reported in [`Sweep::errors`].
     pub fn remove_orphans(&self) -> Sweep {
         let mut sweep = Sweep::default();
         for (name, path, is_dir) in list(&self.tmp_dir(), &mut sweep) {
@@ -87,10 +87,12 @@ impl Store {
             };
             sweep.record(removed, path);
         }
-        for (name, path, is_dir) in list(&self.internal("meta"), &mut sweep) {
-            if !is_dir && name.starts_with(ATOMIC_PREFIX) {
-                let removed = remove_unless_locked(&path);
-                sweep.record(removed, path);
+        for dir in ["meta", "gcroots"] {
+            for (name, path, is_dir) in list(&self.internal(dir), &mut sweep) {
+                if !is_dir && name.starts_with(ATOMIC_PREFIX) {
+                    let removed = remove_unless_locked(&path);
+                    sweep.record(removed, path);
+                }
             }
         }
         sweep
@@ -192,7 +194,7 @@ fn remove_unless_locked(path: &Path) -> Result<bool, StoreError> {
 }
 
 /// Takes an exclusive lock without waiting: `false` if someone else holds it.
-fn try_lock(file: &File) -> io::Result<bool> {
+pub(super) fn try_lock(file: &File) -> io::Result<bool> {
     match file.try_lock() {
         Ok(()) => Ok(true),
         Err(TryLockError::WouldBlock) => Ok(false),
