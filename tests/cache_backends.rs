@@ -80,6 +80,7 @@ suite_for_every_backend!(
     readers_never_see_a_partial_put,
     get_many_answers_in_order,
     put_of_a_missing_file_is_local,
+    failed_put_keeps_the_old_object,
 );
 
 fn round_trip(cache: &dyn CacheBackend) {
@@ -107,6 +108,14 @@ fn round_trip(cache: &dyn CacheBackend) {
         .unwrap();
     assert_eq!(read, archive);
     assert!(cache.exists("nar/0123abcd.nar.zst").unwrap());
+
+    // Store names may hold '+', and logs are named after them.
+    let log = "log/0123456789abcdef0123456789abcdef-libstdc++-12.zst";
+    cache.put(log, Body::Bytes(b"log")).unwrap();
+    assert_eq!(cache.get(log, 10).unwrap().as_deref(), Some(&b"log"[..]));
+    assert!(!cache
+        .exists("log/0123456789abcdef0123456789abcdef-libstdc-12.zst")
+        .unwrap());
 }
 
 fn absent_keys_are_none(cache: &dyn CacheBackend) {
@@ -166,6 +175,9 @@ const BAD_KEYS: &[&str] = &[
     "nar/.hidden",
     "a b",
     "a?b=c",
+    "a#b",
+    "a:b",
+    "é",
     "a%2F..",
     "a\\..\\b",
     "a\0b",
@@ -290,6 +302,20 @@ fn put_of_a_missing_file_is_local(cache: &dyn CacheBackend) {
         other => panic!("expected a local error, got {other:?}"),
     }
     assert!(!cache.exists("nar/m.nar.zst").unwrap());
+}
+
+fn failed_put_keeps_the_old_object(cache: &dyn CacheBackend) {
+    cache.put("k.narinfo", Body::Bytes(b"old")).unwrap();
+    // A directory opens, has a size, and fails on the first read: a body that breaks midway.
+    let dir = tempfile::tempdir().unwrap();
+    match cache.put("k.narinfo", Body::File(dir.path())) {
+        Err(CacheError::Local { path, .. }) => assert_eq!(path, dir.path()),
+        other => panic!("expected a local error, got {other:?}"),
+    }
+    assert_eq!(
+        cache.get("k.narinfo", 10).unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
 }
 
 // ---- the directory backend ----

@@ -227,10 +227,12 @@ pub enum CacheError {
         #[source]
         source: BoxError,
     },
-    /// The cache failed in a way that may pass (5xx, timeout, reset), `tries` times.
-    #[error("{url} failed after {tries} tries; the cache may be overloaded or restarting")]
+    /// The cache failed in a way that may pass (5xx, timeout, reset).
+    #[error("{url} failed{}; the cache may be overloaded or restarting", tries_note(*.tries))]
     Transient {
         url: String,
+        /// Requests made; 0 when not counted (S3: object_store retried) or not asked at all
+        /// (the rest of a [`CacheBackend::get_many`] after a failure).
         tries: u32,
         #[source]
         source: BoxError,
@@ -262,6 +264,14 @@ pub enum CacheError {
     },
 }
 
+fn tries_note(tries: u32) -> String {
+    match tries {
+        0 => String::new(),
+        1 => " (1 try)".into(),
+        n => format!(" after {n} tries"),
+    }
+}
+
 impl CacheError {
     pub(crate) fn local(path: &Path, source: io::Error) -> Self {
         CacheError::Local {
@@ -288,9 +298,10 @@ pub fn open_cache(url: &str) -> Result<Box<dyn CacheBackend>, CacheError> {
     }
 }
 
-/// Checks that `key` is a relative path of non-empty components made of `A-Z a-z 0-9 . _ -`,
-/// none starting with `.` (so no `.`, `..` or hidden name: backends keep their temp files
-/// there), at most [`MAX_KEY_LEN`] bytes.
+/// Checks that `key` is a relative path of non-empty components made of `A-Z a-z 0-9 . _ - +`
+/// (`+`: store names have it, as in `libstdc++`, and logs are named after them), none starting
+/// with `.` (so no `.`, `..` or hidden name: backends keep their temp files there), at most
+/// [`MAX_KEY_LEN`] bytes. Such keys need no escaping in a URL path or an S3 key.
 pub fn check_key(key: &str) -> Result<(), CacheError> {
     let bad = |reason| {
         Err(CacheError::BadKey {
@@ -306,9 +317,9 @@ pub fn check_key(key: &str) -> Result<(), CacheError> {
     }
     if !key
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'/'))
     {
-        return bad("only A-Z a-z 0-9 . _ - and / are allowed");
+        return bad("only A-Z a-z 0-9 . _ - + and / are allowed");
     }
     for component in key.split('/') {
         if component.is_empty() {
@@ -359,6 +370,7 @@ mod tests {
             "nar/0123abcd.nar.zst",
             "sources/0123abcd",
             "log/5d1e0123456789abcdef0123456789ab-zlib-1.2.13.zst",
+            "log/5d1e0123456789abcdef0123456789ab-libstdc++-12.zst",
         ] {
             check_key(key).unwrap();
         }

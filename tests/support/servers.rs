@@ -5,6 +5,7 @@
 //! these tests never skip.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +41,14 @@ impl Proc {
         for _ in 0..5 {
             let port = free_port();
             let mut cmd = command(port);
+            // SAFETY: prctl(2) is async-signal-safe. The server dies with the thread that
+            // started it, should the test process be killed before its guard drops.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
             let out = std::fs::File::create(log).expect("create a server log");
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup log"))
