@@ -1,7 +1,8 @@
 //! pybake: a declarative, content-addressed build system.
 //!
 //! Data flows one way: recipe text -> [`recipe`] (resolved) -> [`graph`] -> [`derivation`] hash
-//! -> [`store`] lookup -> [`fetch`] + [`build`] (driven by [`scheduler`]) -> store.
+//! -> [`store`] lookup -> [`fetch`] + [`build`] (driven by [`scheduler`]) -> store; [`cache`]
+//! holds the binary-cache backends outputs travel through between machines.
 
 pub mod archive;
 pub mod build;

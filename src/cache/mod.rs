@@ -281,7 +281,7 @@ impl CacheError {
     }
 }
 
-/// Opens the backend `url` names. No I/O happens until the first request.
+/// Opens the backend `url` names. Nothing is sent to the cache until the first call.
 ///
 /// S3 credentials come from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
 /// `AWS_SESSION_TOKEN` (other `AWS_*` variables as object_store reads them).

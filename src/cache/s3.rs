@@ -12,16 +12,17 @@
 //! Puts up to [`PART_SIZE`] are one PUT; larger bodies are multipart uploads of [`PART_SIZE`]
 //! parts, [`PARTS_IN_FLIGHT`] at a time, read from the body as they go; both are atomic (an
 //! object appears when its upload completes; a failed multipart upload is aborted). `open`
-//! streams one GET (one version of the object, whatever puts happen meanwhile); object_store
-//! resumes a broken body with a ranged GET of the same ETag. Small requests have a 120 s
+//! streams one GET (one version of the object, whatever puts happen meanwhile); within its retry
+//! budget object_store resumes a broken body with a ranged GET of the same ETag. Small requests have a 120 s
 //! timeout; a streamed body has none in total (a big archive takes what it takes) but fails
 //! after [`IDLE_TIMEOUT`] without a byte.
 //!
-//! object_store retries 5xx, connection errors and timeouts ([`RETRIES`] retries, doubling
-//! backoff). Errors map by type: NotFound is absent; Unauthenticated / PermissionDenied (401,
+//! object_store retries 5xx, connection errors and timeouts ([`RETRIES`] retries, jittered
+//! exponential backoff). Errors map by type: NotFound is absent; Unauthenticated / PermissionDenied (401,
 //! 403: a wrong key or signature) is [`CacheError::Unauthorized`]; a connection that could not
 //! be made is [`CacheError::Unreachable`]; other transport and server errors are
-//! [`CacheError::Transient`]; the rest is [`CacheError::Protocol`].
+//! [`CacheError::Transient`] (object_store does not expose the status of those, so an unexpected
+//! 4xx lands there too); the rest is [`CacheError::Protocol`].
 
 use std::error::Error as StdError;
 use std::io::{self, Read};
