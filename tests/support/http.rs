@@ -237,19 +237,35 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Route>, counters: &Mute
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-/// Reads the request head and returns its path without the query; `None` if unreadable.
+/// Reads the request head and returns its path without the query; `None` if unreadable. A body
+/// announced by Content-Length (a PUT's) is read and dropped, so the answer is not a reset.
 fn read_request_path(stream: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
         let n = stream.read(&mut buf).ok()?;
         if n == 0 || head.len() > 64 * 1024 {
             return None;
         }
         head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let target = line.lines().next()?.split_whitespace().nth(1)?;
+    };
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let length: u64 = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    let already = (head.len() - end) as u64;
+    std::io::copy(
+        &mut Read::by_ref(stream).take(length.saturating_sub(already)),
+        &mut std::io::sink(),
+    )
+    .ok()?;
+    let target = text.lines().next()?.split_whitespace().nth(1)?;
     Some(target.split(['?', '#']).next()?.to_string())
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod servers;
 
 #[allow(unused_imports)]
 pub use http::{refused_url, Reply, Route, TestServer};
