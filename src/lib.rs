@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod derivation;
 pub mod fetch;

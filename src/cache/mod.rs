@@ -1,0 +1,4 @@
+// formats
+pub mod compress;
+pub mod keys;
+pub mod narinfo;
