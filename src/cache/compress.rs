@@ -4,7 +4,7 @@
 //! FileHash and FileSize of what it wrote, so the archive is written, compressed and hashed in
 //! one pass without staging the output in memory:
 //!
-//! ```ignore
+//! ```text
 //! let mut z = Compressor::new(tmp_file, DEFAULT_LEVEL, threads)?;
 //! let nar = write_nar(output_dir, &mut z)?;
 //! let (file_hash, file_size, tmp_file) = z.finish()?;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::hash::{DrvHash, FileHash, NarHash};
+use crate::hash::{DrvHash, FileHash, NarHash, OutputHash};
 
 fn name(n: &str, v: &str) -> StoreName {
     StoreName::new(&DrvHash::of(n.as_bytes()), n, v)
@@ -89,6 +89,33 @@ fn round_trip() {
     );
     assert_eq!(NarInfo::parse(text.as_bytes(), &part).unwrap(), bare);
     assert_eq!(narinfo_key(&info.store_name), format!("{part}.narinfo"));
+}
+
+#[test]
+fn new_takes_what_the_metadata_says() {
+    let mut meta = Meta::new(
+        &name("hello", "1.0"),
+        DrvHash::of(b"hello"),
+        OutputHash::of(b"out"),
+    );
+    meta.references = vec![name("zlib", "1.3")];
+    meta.host_build = true;
+    meta.host = "debian 12".into();
+    let info = NarInfo::new(&meta, (FileHash::of(b"f"), 10), (NarHash::of(b"n"), 20));
+    assert_eq!(
+        (&info.store_name, info.drv_hash, info.output_hash),
+        (&meta.store_name, meta.drv_hash, meta.output_hash)
+    );
+    assert_eq!((info.file_size, info.nar_size), (10, 20));
+    assert_eq!(info.references, meta.references);
+    assert_eq!(info.root, None);
+    assert_eq!(info.host_build.as_deref(), Some("debian 12"));
+    assert!(info.sigs.is_empty());
+    let part = hash_part(&info.store_name).to_string();
+    assert_eq!(
+        NarInfo::parse(info.render().as_bytes(), &part).unwrap(),
+        info
+    );
 }
 
 #[test]
