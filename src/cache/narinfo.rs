@@ -185,7 +185,9 @@ fn digest<T: std::str::FromStr<Err = ParseDigestError>>(
 
 /// The first 32 characters of a store name: the name of its narinfo.
 pub fn hash_part(name: &StoreName) -> &str {
-    &name.as_str()[..StoreName::hash_prefix_len()]
+    // A deserialised `StoreName` is not checked (yet): never panic on a short one.
+    let s = name.as_str();
+    s.get(..StoreName::hash_prefix_len()).unwrap_or(s)
 }
 
 /// The cache key of an output's narinfo, `<hash part>.narinfo`.
