@@ -142,3 +142,8 @@ fn store_md_example_runs() {
 fn lockfile_md_example_runs() {
     run_doc("lockfile.md");
 }
+
+#[test]
+fn binary_cache_md_example_runs() {
+    run_doc("binary-cache.md");
+}

@@ -43,6 +43,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 // formats
+pub mod compress;
+pub mod keys;
+pub mod narinfo;
 
 // backends
 pub mod file;

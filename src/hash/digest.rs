@@ -100,6 +100,14 @@ digest_type!(
     /// sha256 of a source: the bytes of a file, or the canonical tree hash of a directory.
     SourceHash
 );
+digest_type!(
+    /// sha256 of an output's archive (the uncompressed stream of [`crate::hash::nar`]).
+    NarHash
+);
+digest_type!(
+    /// sha256 of a file as stored in a binary cache (a compressed archive).
+    FileHash
+);
 
 #[cfg(test)]
 mod tests {

@@ -2,9 +2,10 @@
 
 mod canon;
 mod digest;
+pub mod nar;
 mod reader;
 pub mod tree;
 
 pub use canon::Canon;
-pub use digest::{DrvHash, OutputHash, ParseDigestError, SourceHash};
+pub use digest::{DrvHash, FileHash, NarHash, OutputHash, ParseDigestError, SourceHash};
 pub use reader::HashingReader;
