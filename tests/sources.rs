@@ -97,7 +97,10 @@ fn mismatch_moves_to_the_mirror_and_all_failures_are_listed() {
         &[server.url("/missing.tar.gz")],
     );
     let r = p.run(&["realize", "a"]);
-    assert_eq!(r.code, 2, "a pinned hash that does not match is the recipe's to fix");
+    assert_eq!(
+        r.code, 2,
+        "a pinned hash that does not match is the recipe's to fix"
+    );
     assert!(
         r.stderr.contains(&server.url("/bad.tar.gz"))
             && r.stderr.contains(&server.url("/missing.tar.gz")),

@@ -128,9 +128,9 @@ impl BuildError {
     pub fn class(&self) -> Class {
         use crate::archive::ArchiveError;
         match self {
-            BuildError::StepFailed(_) | BuildError::NoOutput { .. } | BuildError::Cancelled { .. } => {
-                Class::Build
-            }
+            BuildError::StepFailed(_)
+            | BuildError::NoOutput { .. }
+            | BuildError::Cancelled { .. } => Class::Build,
             BuildError::SourceClash { .. }
             | BuildError::NeedsSandbox { .. }
             | BuildError::ThroughSymlink { .. }

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::build::SandboxUnavailable;
+use crate::exit::Class;
 use crate::fetch::FetchConfig;
 use crate::project::{Project, ProjectError, Settings};
-use crate::exit::Class;
 use crate::recipe::RecipeError;
 
 /// Exit code for a build that failed.
@@ -209,7 +209,8 @@ fn class_of(e: &anyhow::Error) -> Class {
     {
         return Class::Environment;
     }
-    if e.downcast_ref::<crate::toolchain::ToolchainError>().is_some()
+    if e.downcast_ref::<crate::toolchain::ToolchainError>()
+        .is_some()
         || e.downcast_ref::<crate::lock::LockError>().is_some()
         || e.downcast_ref::<SandboxUnavailable>().is_some()
         || e.downcast_ref::<crate::build::RootNeedsSandbox>().is_some()
