@@ -281,6 +281,12 @@ impl Builder<'_> {
                 }));
             }
             self.store.insert(&built, name, &meta)?;
+            // What it was built from, for `pybake explain`; the output is valid without it.
+            if let Err(e) = crate::explain::remember(self.store, job.drv) {
+                self.reporter.report(Event::Warning(&format!(
+                    "cannot record what {name} was built from: {e}"
+                )));
+            }
             Ok(Built::Inserted(meta))
         });
         match result {

@@ -1,6 +1,7 @@
 //! The command line: argument types (clap) and one module per subcommand.
 //! `anyhow` lives here and nowhere below.
 
+mod explain;
 mod query;
 mod realize;
 mod run;
@@ -80,6 +81,13 @@ pub enum Command {
     Plan(query::Targets),
     /// Print the store path of each NAME (whether or not it is built yet).
     Path(query::Targets),
+    /// Say why NAME's current derivation is not the one last built for it in this store.
+    ///
+    /// Prints "never built", "up to date", or each input that differs from the last build:
+    /// `steps[N]` with the old and new text, `env.VAR`, a source's sha256, the version, the
+    /// root or host, and for a dependency whose derivation changed, in one line, the chain down
+    /// to the first recipe whose own inputs changed. See docs/debugging.md.
+    Explain(explain::ExplainArgs),
     /// Print the build log of NAME's current derivation.
     Log(query::One),
     /// Print the dependency graph of NAME... (default: every recipe) as Graphviz DOT.
@@ -155,6 +163,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plan(t) => query::plan(&cli.global, t),
         Command::Path(t) => query::path(&cli.global, t),
         Command::Log(o) => query::log(&cli.global, o),
+        Command::Explain(a) => explain::run(&cli.global, a),
         Command::Graph(t) => query::graph(&cli.global, t),
         Command::Hash(h) => query::hash(h),
         Command::Run(a) => run::run(&cli.global, a),

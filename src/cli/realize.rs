@@ -39,6 +39,10 @@ pub struct RealizeArgs {
     /// stopped at another failure).
     #[arg(long)]
     pub json: bool,
+    /// Before building, say for each derivation to build why it is not the one built last time
+    /// (as `pybake explain NAME` does), on stderr.
+    #[arg(long)]
+    pub explain: bool,
     /// Isolation of build steps: bubblewrap when it works (auto), always (on), never (off).
     #[arg(long, value_enum, env = "PYBAKE_SANDBOX", default_value = "auto")]
     pub sandbox: SandboxMode,
@@ -69,6 +73,7 @@ impl RealizeArgs {
             locked: false,
             check: false,
             json: false,
+            explain: false,
             sandbox: std::env::var("PYBAKE_SANDBOX")
                 .ok()
                 .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
@@ -109,6 +114,9 @@ pub(crate) fn realize(
 ) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
     let project = g.project()?;
     let closure = project.closure(&a.names)?;
+    if a.explain {
+        super::explain::before_realize(&project, &closure)?;
+    }
     let reporter = progress::for_stderr();
     let realized = closure.realize(&a.options(), &*reporter)?;
 

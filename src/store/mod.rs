@@ -8,6 +8,8 @@
 //! - `.pybake/sources/<64 hex>`: fetched and imported source files, named by their sha256.
 //! - `.pybake/tmp/`: build directories and downloads in progress (same filesystem, for rename).
 //! - `.pybake/locks/<store name>.lock`: one lock per output, held while it is built.
+//! - `.pybake/drv/<store name>.json`: the inputs the output was built from (`records.rs`).
+//! - `.pybake/last/<recipe name>`: the store name last inserted for that recipe.
 //!
 //! Invariants: nothing is written under an output or source name except by `rename` of a
 //! completed temporary; metadata is renamed into place before its output, so an output without
@@ -19,6 +21,7 @@ mod files;
 mod meta;
 mod name;
 mod orphans;
+mod records;
 
 use std::fs::File;
 use std::io;
@@ -27,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub use files::{create_readable, make_read_only, remove_tree, unshare_hard_links, write_atomic};
 pub use meta::Meta;
 pub use name::{BadStoreName, StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
-pub use orphans::{locked_temp_file, Sweep};
+pub use orphans::{locked_temp_file, ShellDir, Sweep};
 
 /// The path builds see the store at inside the sandbox, on every machine.
 pub const CANONICAL_STORE: &str = "/pybake/store";
@@ -51,6 +54,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{path} does not name an output: {source}\n  hint: delete {path}; the next build of the recipe writes it again")]
+    BadLast {
+        path: PathBuf,
+        #[source]
+        source: BadStoreName,
     },
 }
 
@@ -84,7 +93,10 @@ impl Store {
         files::create_dir(root).map_err(open_err)?;
         let root = std::fs::canonicalize(root).map_err(open_err)?;
         files::create_dir(&root.join(".pybake")).map_err(open_err)?;
-        for sub in ["meta", "logs", "sources", "tmp", "locks"] {
+        for sub in ["meta", "logs", "sources", "tmp", "locks"]
+            .into_iter()
+            .chain(records::DIRS)
+        {
             files::create_dir(&root.join(".pybake").join(sub)).map_err(open_err)?;
         }
         Ok(Store { root })
