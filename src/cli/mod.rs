@@ -5,6 +5,7 @@ mod explain;
 mod query;
 mod realize;
 mod run;
+mod shell;
 mod sources;
 
 use std::path::PathBuf;
@@ -112,6 +113,15 @@ pub enum Command {
     /// Example: `pybake run cpython-node -- -c 'print(1+1)'`. The command runs in your own
     /// environment (not the build sandbox) with `$out` set to the store path.
     Run(run::RunArgs),
+    /// Enter NAME's build environment: a shell in the sandbox a build of NAME gets.
+    ///
+    /// The same root, environment variables, $src laid out and dependencies (realized first)
+    /// at their /pybake/store paths, in a fresh build directory (/build, working directory
+    /// /build/work), as the build user, so that the steps can be run by hand, as `nix develop`
+    /// allows. With `-- CMD ARGS...` runs CMD there instead and exits with its status. The
+    /// directory is removed on exit unless --keep; --keep-failed DIR enters the directory a
+    /// failed `realize --keep-failed` kept. See docs/debugging.md.
+    Shell(shell::ShellArgs),
     /// Realize NAME and serve its output over HTTP on loopback, with the headers a
     /// WebAssembly page needs (application/wasm, cross-origin isolation for SharedArrayBuffer).
     ///
@@ -167,6 +177,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Graph(t) => query::graph(&cli.global, t),
         Command::Hash(h) => query::hash(h),
         Command::Run(a) => run::run(&cli.global, a),
+        Command::Shell(a) => shell::run(&cli.global, a),
         Command::Serve(a) => run::serve(&cli.global, a),
         Command::Fetch(a) => sources::fetch(&cli.global, a),
         Command::Import(a) => sources::import(&cli.global, a),

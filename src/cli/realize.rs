@@ -6,7 +6,7 @@ use super::{default_parallelism, Global, EXIT_BUILD_FAILED};
 use crate::build::{BuildError, Check, SandboxMode};
 use crate::exit::Class;
 use crate::progress::{self, Status};
-use crate::project::{requested_paths, RealizeOptions};
+use crate::project::{requested_paths, Project, RealizeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct RealizeArgs {
@@ -112,10 +112,17 @@ pub(crate) fn realize(
     g: &Global,
     a: &RealizeArgs,
 ) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
-    let project = g.project()?;
+    realize_in(&g.project()?, a)
+}
+
+/// [`realize`] in a project that is open already.
+pub(crate) fn realize_in(
+    project: &Project,
+    a: &RealizeArgs,
+) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
     let closure = project.closure(&a.names)?;
     if a.explain {
-        super::explain::before_realize(&project, &closure)?;
+        super::explain::before_realize(project, &closure)?;
     }
     let reporter = progress::for_stderr();
     let realized = closure.realize(&a.options(), &*reporter)?;
