@@ -142,3 +142,8 @@ fn store_md_example_runs() {
 fn lockfile_md_example_runs() {
     run_doc("lockfile.md");
 }
+
+#[test]
+fn debugging_md_example_runs() {
+    run_doc("debugging.md");
+}
