@@ -77,7 +77,7 @@ fn dependencies_are_realized_and_mounted_at_their_store_paths() {
 }
 
 #[test]
-fn keep_enters_no_fresh_directory_but_keeps_it() {
+fn keep_keeps_the_fresh_directory_after_the_shell() {
     let p = hello_project();
     let r = shell(
         &p,
@@ -161,6 +161,65 @@ fn keep_failed_enters_the_kept_build_directory() {
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--keep-failed"), "{}", r.stderr);
+
+    // A kept directory of an earlier derivation would give the old build in the new environment.
+    p.recipe(
+        "bad",
+        "name = \"bad\"\nversion = \"1\"\nsteps = [\"echo left > left-behind\", \"true\"]\n",
+    );
+    let r = shell(&p, &["bad", "--keep-failed", &dir, "--", "true"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("was kept from a build of"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn without_the_sandbox_the_shell_runs_in_the_build_directory_on_the_host() {
+    let p = hello_project();
+    let r = shell(
+        &p,
+        &[
+            "--sandbox",
+            "off",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            "pwd; echo $src; ls $src; exit 5",
+        ],
+    );
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let tmp = p.store().canonicalize().unwrap().join(".pybake/tmp");
+    let tmp = tmp.to_str().unwrap();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(
+        lines[0].starts_with(tmp) && lines[0].ends_with("/build/work"),
+        "{}",
+        r.stdout
+    );
+    assert!(lines[1].ends_with("/build/src"), "{}", r.stdout);
+    assert_eq!(lines[2], "hello.c");
+}
+
+#[test]
+fn a_recipe_with_a_root_gets_no_shell_without_the_sandbox() {
+    let p = Project::new();
+    tiny_root(&p);
+    p.recipe(
+        "probe",
+        "name = \"probe\"\nversion = \"1\"\nroot = \"tiny-root\"\nsteps = [\"mkdir -p $out\"]\n",
+    );
+    let r = shell(&p, &["--sandbox", "off", "probe", "--", "true"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`probe` run on a root file system"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
