@@ -34,7 +34,7 @@ second realize builds nothing and an edited recipe rebuilds exactly itself and i
 Exit codes: 0 success; 1 a build failed; 2 a user error (bad recipe, lockfile, configuration or \
 arguments, or a pinned source whose hash does not match); 3 the environment (network, disk, \
 permissions, an unreachable cache).",
-    after_help = "Docs: docs/recipes.md (recipe format), docs/store.md (store layout)."
+    after_help = "Docs: docs/recipes.md (recipe format), docs/store.md (store layout), docs/debugging.md (explain, shell)."
 )]
 pub struct Cli {
     #[command(flatten)]
