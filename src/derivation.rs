@@ -10,11 +10,17 @@
 //! recipes, the checkout or the store live, the recipe's file name, comments, formatting, key
 //! order, `description`, or whether the recipe was written out in full or through `extends`.
 //!
+//! What is hashed is a [`DrvRecord`]: the same record is kept in the store for every built output
+//! (`.pybake/drv/<store name>.json`) so that `pybake explain` can name the input that changed.
+//! The hash is computed from the record and nothing else, so the two cannot disagree.
+//!
 //! v2 (from v1): the root or host identity, and the file name a source that is not unpacked is
 //! copied under; also, since v1, sources get the fixed mtime `SOURCE_DATE_EPOCH` and steps run
 //! as an unprivileged uid 1000, both of which change output bytes.
 
 use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::hash::{tree, Canon, DrvHash, SourceHash};
 use crate::recipe::{Origin, Recipe, RecipeError, Source};
@@ -56,15 +62,186 @@ fn identity_of(os_release: &str) -> String {
     format!("{id} {version}")
 }
 
-/// What a recipe's steps run on, as hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuildsOn<'a> {
-    /// The output of the root recipe with this derivation hash.
-    Root(DrvHash),
+/// What a recipe's steps run on, as recorded and hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildsOn {
+    /// The output of the root recipe `name`. Only its derivation hash is hashed: the name and
+    /// store name are there for people, and the hash already covers both.
+    Root {
+        name: String,
+        drv_hash: DrvHash,
+        store_name: StoreName,
+    },
     /// The host's `/usr`, identified by [`host_identity`].
-    Host(&'a str),
+    Host(String),
     /// Nothing: a recipe without steps runs nothing.
     Nothing,
+}
+
+/// One source as hashed: where it goes under `$src`, the file name a source that is not
+/// unpacked is copied under, whether it is unpacked, and its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInput {
+    pub dest: String,
+    pub file: String,
+    pub unpack: bool,
+    pub sha256: SourceHash,
+}
+
+/// A dependency as recorded: its derivation hash (hashed) and store name (for finding its own
+/// record; the hash already covers it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepInput {
+    pub drv_hash: DrvHash,
+    pub store_name: StoreName,
+}
+
+/// Everything a derivation hash covers, field by field: the derivation's inputs. The store keeps
+/// one per built output as `.pybake/drv/<store name>.json` (docs/store.md), as Nix keeps `.drv`
+/// files, so that `pybake explain` can say which input changed. [`DrvRecord::drv_hash`] hashes
+/// exactly this record, so what is recorded and what is hashed cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrvRecord {
+    pub scheme: String,
+    pub platform: String,
+    pub name: String,
+    pub version: String,
+    pub builds_on: BuildsOn,
+    pub steps: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub sources: Vec<SourceInput>,
+    /// Direct dependencies by recipe name (the root is in `builds_on`).
+    pub deps: BTreeMap<String, DepInput>,
+}
+
+impl DrvRecord {
+    /// The record of `recipe` given its sources' content hashes (in the recipe's order), its
+    /// dependencies and what it builds on.
+    pub fn new(
+        recipe: &Recipe,
+        source_hashes: &[SourceHash],
+        deps: BTreeMap<String, DepInput>,
+        platform: &str,
+        builds_on: BuildsOn,
+    ) -> Self {
+        // Every field is named here, so a new field of `Recipe` cannot be added without deciding
+        // whether it is recorded (and so hashed).
+        let Recipe {
+            name,
+            version,
+            description: _, // words for people
+            run: _,         // how to use the output, not how to build it
+            file: _,        // where the recipe lives
+            deps: _,        // recorded through `deps`, with each dependency's derivation hash
+            root: _,        // recorded through `builds_on`
+            steps,
+            env,
+            sources,
+            provides: _, // checked against `requires`; neither changes what is built
+            requires: _,
+        } = recipe;
+        let sources = sources
+            .iter()
+            .zip(source_hashes)
+            .map(|(s, h)| {
+                let Source {
+                    origin,
+                    unpack,
+                    dest,
+                    at: _, // where the recipe says it
+                } = s;
+                SourceInput {
+                    dest: dest.clone(),
+                    // A file that is not unpacked is copied under this name; the URL and
+                    // mirrors it is downloaded from do not count, only its content.
+                    file: origin.file_name(),
+                    unpack: *unpack,
+                    sha256: *h,
+                }
+            })
+            .collect();
+        DrvRecord {
+            scheme: SCHEME.to_string(),
+            platform: platform.to_string(),
+            name: name.clone(),
+            version: version.clone(),
+            builds_on,
+            steps: steps.clone(),
+            env: env.clone(),
+            sources,
+            deps,
+        }
+    }
+
+    /// The derivation hash: sha256 over the canonical serialisation of this record.
+    pub fn drv_hash(&self) -> DrvHash {
+        // Destructured, so a new field forces a decision about hashing it.
+        let DrvRecord {
+            scheme,
+            platform,
+            name,
+            version,
+            builds_on,
+            steps,
+            env,
+            sources,
+            deps,
+        } = self;
+        let mut c = Canon::new();
+        c.field("scheme", scheme)
+            .field("platform", platform)
+            .field("name", name)
+            .field("version", version);
+        match builds_on {
+            BuildsOn::Root {
+                drv_hash,
+                name: _,       // covered by the root's derivation hash
+                store_name: _, // made from it
+            } => c.str("root").bytes(drv_hash.as_bytes()),
+            BuildsOn::Host(id) => c.field("host", id),
+            BuildsOn::Nothing => c.str("nothing"),
+        };
+        c.str("steps").str_list(steps);
+        c.str("env").str_map(env);
+        c.str("sources").u64(sources.len() as u64);
+        for SourceInput {
+            dest,
+            file,
+            unpack,
+            sha256,
+        } in sources
+        {
+            c.field("dest", dest)
+                .field("file", file)
+                .field("unpack", if *unpack { "true" } else { "false" })
+                .str("sha256")
+                .bytes(sha256.as_bytes());
+        }
+        c.str("deps").u64(deps.len() as u64);
+        for (
+            name,
+            DepInput {
+                drv_hash,
+                store_name: _, // made from the hash
+            },
+        ) in deps
+        {
+            c.str(name).bytes(drv_hash.as_bytes());
+        }
+        DrvHash::from_bytes(c.finish())
+    }
+
+    /// The record as written to the store: pretty JSON, keys in a fixed order, a final newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a record always serialises");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// A recipe with its hash and store name.
@@ -77,36 +254,50 @@ pub struct Derivation<'a> {
     pub root: Option<StoreName>,
     /// The content hash of each source, in the recipe's order.
     pub source_hashes: Vec<SourceHash>,
+    /// What `hash` was computed from.
+    pub record: DrvRecord,
 }
 
 /// Hashes every recipe of `order`, which must list dependencies before dependents.
 pub fn derive_all<'a>(order: &[&'a Recipe]) -> Result<Vec<Derivation<'a>>, RecipeError> {
     let platform = host_platform();
-    let mut done: BTreeMap<&str, (DrvHash, StoreName)> = BTreeMap::new();
+    let mut done: BTreeMap<&str, DepInput> = BTreeMap::new();
     let mut out = Vec::with_capacity(order.len());
     for recipe in order {
         let source_hashes = source_hashes(recipe)?;
-        let deps: BTreeMap<&str, DrvHash> = recipe
+        let deps: BTreeMap<String, DepInput> = recipe
             .deps
             .iter()
-            .map(|d| (d.name.as_str(), done[d.name.as_str()].0))
+            .map(|d| (d.name.clone(), done[d.name.as_str()].clone()))
             .collect();
-        let root = recipe.root.as_ref().map(|r| &done[r.name.as_str()]);
-        let on = match root {
-            Some((h, _)) => BuildsOn::Root(*h),
-            None if recipe.is_host_build() => BuildsOn::Host(host_identity()),
+        let root = recipe.root.as_ref().map(|r| (r, &done[r.name.as_str()]));
+        let builds_on = match root {
+            Some((r, d)) => BuildsOn::Root {
+                name: r.name.clone(),
+                drv_hash: d.drv_hash,
+                store_name: d.store_name.clone(),
+            },
+            None if recipe.is_host_build() => BuildsOn::Host(host_identity().to_string()),
             None => BuildsOn::Nothing,
         };
-        let hash = drv_hash(recipe, &source_hashes, &deps, &platform, on);
+        let root = root.map(|(_, d)| d.store_name.clone());
+        let record = DrvRecord::new(recipe, &source_hashes, deps, &platform, builds_on);
+        let hash = record.drv_hash();
         let store_name = StoreName::new(&hash, &recipe.name, &recipe.version);
-        let root = root.map(|(_, n)| n.clone());
-        done.insert(&recipe.name, (hash, store_name.clone()));
+        done.insert(
+            &recipe.name,
+            DepInput {
+                drv_hash: hash,
+                store_name: store_name.clone(),
+            },
+        );
         out.push(Derivation {
             recipe,
             hash,
             store_name,
             root,
             source_hashes,
+            record,
         });
     }
     Ok(out)
@@ -129,64 +320,6 @@ fn source_hashes(recipe: &Recipe) -> Result<Vec<SourceHash>, RecipeError> {
             }
         })
         .collect()
-}
-
-/// The derivation hash of one recipe given its sources' and dependencies' hashes.
-pub fn drv_hash(
-    recipe: &Recipe,
-    source_hashes: &[SourceHash],
-    deps: &BTreeMap<&str, DrvHash>,
-    platform: &str,
-    on: BuildsOn,
-) -> DrvHash {
-    // Every field is named here, so a new field of `Recipe` cannot be added without deciding
-    // whether it is hashed.
-    let Recipe {
-        name,
-        version,
-        description: _, // words for people
-        run: _,         // how to use the output, not how to build it
-        file: _,        // where the recipe lives
-        deps: _,        // hashed through `deps`, with each dependency's derivation hash
-        root: _,        // hashed through `on`
-        steps,
-        env,
-        sources,
-        provides: _, // checked against `requires`; neither changes what is built
-        requires: _,
-    } = recipe;
-    let mut c = Canon::new();
-    c.field("scheme", SCHEME)
-        .field("platform", platform)
-        .field("name", name)
-        .field("version", version);
-    match on {
-        BuildsOn::Root(h) => c.str("root").bytes(h.as_bytes()),
-        BuildsOn::Host(id) => c.field("host", id),
-        BuildsOn::Nothing => c.str("nothing"),
-    };
-    c.str("steps").str_list(steps);
-    c.str("env").str_map(env);
-    c.str("sources").u64(sources.len() as u64);
-    for (s, h) in sources.iter().zip(source_hashes) {
-        let Source {
-            origin,
-            unpack,
-            dest,
-            at: _,
-        } = s;
-        // A file that is not unpacked is copied under this name.
-        c.field("dest", dest)
-            .field("file", &origin.file_name())
-            .field("unpack", if *unpack { "true" } else { "false" })
-            .str("sha256")
-            .bytes(h.as_bytes());
-    }
-    c.str("deps").u64(deps.len() as u64);
-    for (name, h) in deps {
-        c.str(name).bytes(h.as_bytes());
-    }
-    DrvHash::from_bytes(c.finish())
 }
 
 #[cfg(test)]
@@ -223,11 +356,36 @@ mod tests {
         }
     }
 
-    const HOST: BuildsOn = BuildsOn::Host("debian 12");
+    fn host() -> BuildsOn {
+        BuildsOn::Host("debian 12".into())
+    }
+
+    fn deps(hash: &[u8]) -> BTreeMap<String, DepInput> {
+        let h = DrvHash::of(hash);
+        BTreeMap::from([(
+            "greeting".to_string(),
+            DepInput {
+                drv_hash: h,
+                store_name: StoreName::new(&h, "greeting", "1"),
+            },
+        )])
+    }
+
+    fn record(r: &Recipe, source: &[u8], dep: &[u8], on: BuildsOn) -> DrvRecord {
+        DrvRecord::new(r, &[SourceHash::of(source)], deps(dep), "x86_64-linux", on)
+    }
 
     fn hash_of(r: &Recipe) -> DrvHash {
-        let deps = BTreeMap::from([("greeting", DrvHash::of(b"dep"))]);
-        drv_hash(r, &[SourceHash::of(b"x")], &deps, "x86_64-linux", HOST)
+        record(r, b"x", b"dep", host()).drv_hash()
+    }
+
+    fn root(hash: &[u8], name: &str) -> BuildsOn {
+        let h = DrvHash::of(hash);
+        BuildsOn::Root {
+            name: name.into(),
+            drv_hash: h,
+            store_name: StoreName::new(&h, name, "1"),
+        }
     }
 
     #[test]
@@ -279,35 +437,89 @@ mod tests {
         r.sources[0].dest = "sub".into();
         assert_ne!(hash_of(&r), base);
         let r = recipe();
-        let deps = BTreeMap::from([("greeting", DrvHash::of(b"other"))]);
-        assert_ne!(
-            drv_hash(&r, &[SourceHash::of(b"x")], &deps, "x86_64-linux", HOST),
-            base
-        );
-        assert_ne!(
-            drv_hash(
-                &r,
-                &[SourceHash::of(b"y")],
-                &BTreeMap::from([("greeting", DrvHash::of(b"dep"))]),
-                "x86_64-linux",
-                HOST
-            ),
-            base
-        );
+        assert_ne!(record(&r, b"x", b"other", host()).drv_hash(), base);
+        assert_ne!(record(&r, b"y", b"dep", host()).drv_hash(), base);
     }
 
     #[test]
     fn what_the_steps_run_on_counts() {
         let r = recipe();
-        let deps = BTreeMap::from([("greeting", DrvHash::of(b"dep"))]);
-        let with = |on| drv_hash(&r, &[SourceHash::of(b"x")], &deps, "x86_64-linux", on);
-        let base = with(HOST);
-        assert_ne!(with(BuildsOn::Host("debian 13")), base);
-        assert_ne!(with(BuildsOn::Host("ubuntu 24.04")), base);
-        let root = with(BuildsOn::Root(DrvHash::of(b"root")));
-        assert_ne!(root, base);
-        assert_ne!(with(BuildsOn::Root(DrvHash::of(b"other root"))), root);
+        let with = |on| record(&r, b"x", b"dep", on).drv_hash();
+        let base = with(host());
+        assert_ne!(with(BuildsOn::Host("debian 13".into())), base);
+        assert_ne!(with(BuildsOn::Host("ubuntu 24.04".into())), base);
+        let rooted = with(root(b"root", "base"));
+        assert_ne!(rooted, base);
+        assert_ne!(with(root(b"other root", "base")), rooted);
+        assert_eq!(
+            with(root(b"root", "renamed")),
+            rooted,
+            "the root's name is covered by its hash"
+        );
         assert_ne!(with(BuildsOn::Nothing), base);
+    }
+
+    /// The record's JSON is a file format (docs/store.md): pinned here byte for byte.
+    #[test]
+    fn record_json_is_readable_and_round_trips() {
+        let rec = record(&recipe(), b"x", b"dep", root(b"root", "base"));
+        let json = String::from_utf8(rec.to_json()).unwrap();
+        let h = |b: &[u8]| DrvHash::of(b).to_hex();
+        let expected = format!(
+            r#"{{
+  "scheme": "pybake-drv-v2",
+  "platform": "x86_64-linux",
+  "name": "hello",
+  "version": "1.0",
+  "builds_on": {{
+    "root": {{
+      "name": "base",
+      "drv_hash": "sha256:{root}",
+      "store_name": "{root_short}-base-1"
+    }}
+  }},
+  "steps": [
+    "cc -o hello $src/hello.c"
+  ],
+  "env": {{
+    "GREETING": "hi"
+  }},
+  "sources": [
+    {{
+      "dest": ".",
+      "file": "x.tar.gz",
+      "unpack": true,
+      "sha256": "{x}"
+    }}
+  ],
+  "deps": {{
+    "greeting": {{
+      "drv_hash": "sha256:{dep}",
+      "store_name": "{dep_short}-greeting-1"
+    }}
+  }}
+}}
+"#,
+            root = h(b"root"),
+            root_short = &h(b"root")[..32],
+            x = SourceHash::of(b"x"),
+            dep = h(b"dep"),
+            dep_short = &h(b"dep")[..32],
+        );
+        assert_eq!(json, expected);
+        let back = DrvRecord::from_json(json.as_bytes()).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.drv_hash(), rec.drv_hash());
+        let host = record(&recipe(), b"x", b"dep", host());
+        let json = String::from_utf8(host.to_json()).unwrap();
+        assert!(
+            json.contains("\"builds_on\": {\n    \"host\": \"debian 12\"\n  }"),
+            "{json}"
+        );
+        let nothing = record(&recipe(), b"x", b"dep", BuildsOn::Nothing);
+        let json = String::from_utf8(nothing.to_json()).unwrap();
+        assert!(json.contains("\"builds_on\": \"nothing\""), "{json}");
+        assert_eq!(DrvRecord::from_json(json.as_bytes()).unwrap(), nothing);
     }
 
     #[test]

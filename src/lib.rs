@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod derivation;
 pub mod exit;
+pub mod explain;
 pub mod fetch;
 pub mod graph;
 pub mod hash;

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::build::{BuildError, Check, RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable};
+use crate::build::{
+    BuildError, Builder, Check, Place, RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable,
+    Shell, ShellError,
+};
 use crate::derivation::{derive_all, Derivation};
 use crate::exit::Class;
 use crate::fetch::{self, FetchConfig, FetchError};
@@ -35,6 +38,8 @@ pub enum ProjectError {
     RootNeedsSandbox(#[from] RootNeedsSandbox),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Shell(#[from] ShellError),
 }
 
 impl From<ToolchainError> for ProjectError {
@@ -57,6 +62,7 @@ impl ProjectError {
             },
             ProjectError::Store(_) => Class::Environment,
             ProjectError::Fetch(e) => e.class(),
+            ProjectError::Shell(e) => e.class(),
         }
     }
 }
@@ -387,5 +393,50 @@ fn record_gc_roots(closure: &Closure, reporter: &dyn Reporter) {
                 d.store_name
             )));
         }
+    }
+}
+
+/// How `pybake shell` prepares its build environment.
+#[derive(Debug, Clone)]
+pub struct ShellOptions {
+    pub sandbox: SandboxMode,
+    /// `PYBAKE_JOBS` in the shell.
+    pub cores: usize,
+    pub place: Place,
+}
+
+impl Closure<'_> {
+    /// `name`'s build environment for `pybake shell`: its directory prepared at `opts.place`,
+    /// in the sandbox a build of it would get. `name` must be a target of this closure, and its
+    /// dependencies (and root) in the store: realize them first.
+    pub fn shell(
+        &self,
+        name: &str,
+        opts: &ShellOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<Shell, ProjectError> {
+        let Some(drv) = self.get(name) else {
+            return Err(RecipeError::UnknownRecipe {
+                name: name.to_string(),
+                dir: self.project.set.dir.clone(),
+                hint: " (among the targets of this closure)".into(),
+            }
+            .into());
+        };
+        // A shell runs something even for a recipe without steps.
+        let sandbox = self.decide_sandbox(opts.sandbox, &[drv.recipe], reporter)?;
+        let store = &self.project.store;
+        let job = scheduler::job_for(store, &self.drvs, name)?;
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let builder = Builder {
+            store,
+            sandbox: &sandbox,
+            fetch: &self.project.fetch,
+            jobs: opts.cores.max(1),
+            keep_failed: false,
+            cancel: &cancel,
+            reporter,
+        };
+        Ok(builder.shell(&job, opts.place.clone())?)
     }
 }

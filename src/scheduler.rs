@@ -260,6 +260,25 @@ fn job<'a>(
     Ok(Job { drv, deps, closure })
 }
 
+/// The job that builds `name`, one of `drvs` (a closure), whose dependencies must be in the
+/// store: for `realize --check` and `pybake shell`.
+pub fn job_for<'a>(
+    store: &Store,
+    drvs: &'a [Derivation<'a>],
+    name: &str,
+) -> Result<Job<'a>, StoreError> {
+    let by_name: BTreeMap<&str, &Derivation> =
+        drvs.iter().map(|d| (d.recipe.name.as_str(), d)).collect();
+    let drv = by_name[name];
+    let deps = drv
+        .recipe
+        .deps
+        .iter()
+        .map(|d| (d.name.as_str(), by_name[d.name.as_str()].store_name.clone()))
+        .collect();
+    job(store, drv, deps)
+}
+
 /// Builds `target` again (its closure must be realized) and compares with the stored output.
 pub fn check(
     store: &Store,
@@ -269,18 +288,9 @@ pub fn check(
     opts: &Options,
     reporter: &dyn Reporter,
 ) -> Result<Check, BuildError> {
-    let by_name: BTreeMap<&str, &Derivation> =
-        drvs.iter().map(|d| (d.recipe.name.as_str(), d)).collect();
-    let drv = by_name[target];
-    let deps = drv
-        .recipe
-        .deps
-        .iter()
-        .map(|d| (d.name.as_str(), by_name[d.name.as_str()].store_name.clone()))
-        .collect();
     let cancel = AtomicBool::new(false);
     let builder = opts.builder(store, sandbox, &cancel, reporter);
-    let _lock = store.lock(&drv.store_name)?;
-    let job = job(store, drv, deps)?;
+    let job = job_for(store, drvs, target)?;
+    let _lock = store.lock(&job.drv.store_name)?;
     builder.check(&job)
 }

@@ -147,3 +147,8 @@ fn lockfile_md_example_runs() {
 fn binary_cache_md_example_runs() {
     run_doc("binary-cache.md");
 }
+
+#[test]
+fn debugging_md_example_runs() {
+    run_doc("debugging.md");
+}

@@ -8,8 +8,10 @@
 
 mod build_user;
 mod env;
+mod prepare;
 mod sandbox;
 mod scan;
+pub mod shell;
 mod sources;
 pub mod supervise;
 
@@ -20,9 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use env::{dep_var, SOURCE_DATE_EPOCH, SYSTEM_PATH};
+pub use prepare::Prepared;
 pub use sandbox::{
-    RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable, BUILD_DIR, CANONICAL_STORE,
+    RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable, Terminal, BUILD_DIR,
+    CANONICAL_STORE,
 };
+pub use shell::{Place, Shell, ShellError};
+
+use prepare::Dirs;
 
 use crate::derivation::Derivation;
 use crate::exit::Class;
@@ -157,13 +164,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     }
 }
 
-/// The host directories of one build (see the module doc).
-struct Dirs<'a> {
-    build: &'a Path,
-    store_view: &'a Path,
-    etc: &'a Path,
-}
-
 /// What stays the same for every build of one `realize`.
 pub struct Builder<'a> {
     pub store: &'a Store,
@@ -231,25 +231,16 @@ impl Builder<'_> {
         let recipe = job.drv.recipe;
         let name = &job.drv.store_name;
         let tmp = self.store.fresh_tmp(name)?;
-        let build_dir = tmp.path().join("build");
-        let store_view = tmp.path().join("store");
-        let etc_dir = tmp.path().join("etc");
-        for d in ["src", "work", "home", "tmp"] {
-            std::fs::create_dir_all(build_dir.join(d)).map_err(io(&build_dir))?;
-        }
-        std::fs::create_dir_all(&store_view).map_err(io(&store_view))?;
+        let dirs = Dirs::under(tmp.path());
+        dirs.create()?;
+        let (build_dir, store_view) = (dirs.build.clone(), dirs.store_view.clone());
         let mut log_path = self.store.log_path(name);
         if then == Then::Compare {
             log_path.as_mut_os_string().push(".check");
         }
         let mut log = crate::store::create_readable(&log_path).map_err(io(&log_path))?;
 
-        let dirs = Dirs {
-            build: &build_dir,
-            store_view: &store_view,
-            etc: &etc_dir,
-        };
-        let result = self.run(job, &dirs, &mut log, &log_path);
+        let result = self.run(job, dirs, &mut log, &log_path);
         let result = result.and_then(|()| {
             let built = store_view.join(name.as_str());
             if !built.is_dir() {
@@ -281,6 +272,12 @@ impl Builder<'_> {
                 }));
             }
             self.store.insert(&built, name, &meta)?;
+            // What it was built from, for `pybake explain`; the output is valid without it.
+            if let Err(e) = crate::explain::remember(self.store, job.drv) {
+                self.reporter.report(Event::Warning(&format!(
+                    "cannot record what {name} was built from: {e}"
+                )));
+            }
             Ok(Built::Inserted(meta))
         });
         match result {
@@ -304,77 +301,19 @@ impl Builder<'_> {
     fn run(
         &self,
         job: &Job,
-        dirs: &Dirs,
+        dirs: Dirs,
         log: &mut std::fs::File,
         log_path: &Path,
     ) -> Result<(), BuildError> {
-        let (build_dir, store_view) = (dirs.build, dirs.store_view);
         let recipe = job.drv.recipe;
-        let root = match (&job.drv.root, self.sandbox) {
-            (Some(root), Sandbox::Bwrap { .. }) => Some(self.store.path(root)),
-            (Some(root), Sandbox::Off { why }) if !recipe.steps.is_empty() => {
-                return Err(BuildError::NeedsSandbox {
-                    recipe: recipe.name.clone(),
-                    root: root.clone(),
-                    why: why.clone(),
-                })
-            }
-            _ => None,
-        };
-        let src = build_dir.join("src");
-        sources::prepare(
-            recipe,
-            &job.drv.source_hashes,
-            self.store,
-            self.fetch,
-            self.reporter,
-            &src,
-        )?;
+        let root = self.root_for(job, !recipe.steps.is_empty())?;
+        self.lay_out_sources(job, &dirs)?;
         if recipe.steps.is_empty() {
             // Nothing to run: the laid-out sources are the output (a build root of .debs).
-            let out = store_view.join(job.drv.store_name.as_str());
-            return std::fs::rename(&src, &out).map_err(io(&out));
+            let out = dirs.store_view.join(job.drv.store_name.as_str());
+            return std::fs::rename(dirs.build.join("src"), &out).map_err(io(&out));
         }
-        if self.sandbox.is_on() && root.is_none() {
-            sandbox::write_etc(dirs.etc).map_err(io(dirs.etc))?;
-        }
-        // The step runs as the build user, who must be able to write what it is given.
-        if let Some((uid, gid)) = self.sandbox.build_user() {
-            for d in [build_dir, store_view] {
-                build_user::chown_tree(d, uid, gid).map_err(io(d))?;
-            }
-        }
-        let mounts = sandbox::Mounts {
-            build_dir,
-            store_view,
-            root,
-            etc_dir: dirs.etc,
-            inputs: job
-                .closure
-                .iter()
-                .map(|n| (self.store.path(n), n.as_str().to_string()))
-                .collect(),
-        };
-        let seen_build = self.sandbox.build_dir_seen(&mounts);
-        let seen_store = |n: &StoreName| -> PathBuf {
-            if self.sandbox.is_on() {
-                Path::new(CANONICAL_STORE).join(n.as_str())
-            } else {
-                self.store.path(n)
-            }
-        };
-        let out = if self.sandbox.is_on() {
-            Path::new(CANONICAL_STORE).join(job.drv.store_name.as_str())
-        } else {
-            store_view.join(job.drv.store_name.as_str())
-        };
-        let env = env::build_env(&env::EnvInput {
-            build_dir: &seen_build,
-            out: &out,
-            deps: job.deps.iter().map(|(n, s)| (*n, seen_store(s))).collect(),
-            jobs: self.jobs,
-            recipe_env: &recipe.env,
-        });
+        let prepared = self.ready(job, dirs, root)?;
 
         let total = recipe.steps.len();
         for (i, step) in recipe.steps.iter().enumerate() {
@@ -387,18 +326,13 @@ impl Builder<'_> {
             writeln!(log, "=== pybake: step {}/{total}: {step}", i + 1).map_err(io(log_path))?;
             let out_log = log.try_clone().map_err(io(log_path))?;
             let err_log = log.try_clone().map_err(io(log_path))?;
-            let mut cmd = self
-                .sandbox
-                .command(&mounts, "work", step)
+            let mut cmd = prepared
+                .command(&["/bin/sh", "-eu", "-c", step], Terminal::Detached)
                 .map_err(|source| BuildError::Spawn {
                     recipe: recipe.name.clone(),
                     source,
                 })?;
-            cmd.env_clear()
-                .envs(&env)
-                .stdin(Stdio::null())
-                .stdout(out_log)
-                .stderr(err_log);
+            cmd.stdin(Stdio::null()).stdout(out_log).stderr(err_log);
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
             let how = if self.sandbox.is_on() {
                 Stop::KillGroup

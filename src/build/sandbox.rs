@@ -9,7 +9,8 @@
 //! user, `localhost`) plus the few host files a tool chain reads (see [`HOST_ETC`]).
 //!
 //! The step runs as uid/gid [`SANDBOX_UID`] with no capabilities, in a new session (no
-//! controlling terminal to inject input into), and cannot create user namespaces of its own.
+//! controlling terminal to inject input into; only an interactive `pybake shell` keeps the
+//! terminal, see [`Terminal`]), and cannot create user namespaces of its own.
 //! When pybake is root, the host side of that user is the unprivileged build user
 //! ([`super::build_user`]), never root.
 
@@ -153,15 +154,32 @@ pub fn write_etc(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whom the terminal pybake runs on (if any) belongs to while a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// Not the command's: it runs in a new session, without a controlling terminal. Build
+    /// steps are untrusted input, and a process that shares a terminal can push characters into
+    /// its input (`TIOCSTI`) for the user's shell to run after pybake exits.
+    Detached,
+    /// The command's: an interactive `pybake shell` the user types into. That is not untrusted
+    /// input, and a shell in a new session could not take the terminal (no job control, and
+    /// Ctrl-C would go to pybake instead of the shell).
+    Shared,
+}
+
 /// The flags every sandbox gets, whatever it binds.
-fn isolation_args(c: &mut Command) {
+fn isolation_args(c: &mut Command, terminal: Terminal) {
     let id = SANDBOX_UID.to_string();
     c.args([
         "--unshare-all",
         "--unshare-user",
         "--disable-userns",
         "--die-with-parent",
-        "--new-session",
+    ]);
+    if terminal == Terminal::Detached {
+        c.arg("--new-session");
+    }
+    c.args([
         "--hostname",
         "pybake",
         "--cap-drop",
@@ -175,7 +193,7 @@ fn isolation_args(c: &mut Command) {
 
 fn probe(program: &Path, build_user: Option<(u32, u32)>) -> Result<(), String> {
     let mut c = Command::new(program);
-    isolation_args(&mut c);
+    isolation_args(&mut c, Terminal::Detached);
     c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
     if let Some((uid, gid)) = build_user {
         // The same staging a build uses, on a directory that always exists.
@@ -262,21 +280,31 @@ impl Sandbox {
         }
     }
 
-    /// The build directory as the step sees it.
-    pub fn build_dir_seen(&self, m: &Mounts) -> PathBuf {
-        match self {
-            Sandbox::Bwrap { .. } => PathBuf::from(BUILD_DIR),
-            Sandbox::Off { .. } => m.build_dir.to_path_buf(),
-        }
-    }
-
-    /// A command that runs `sh -eu -c step` with the build's view of the file system.
-    /// The caller sets the environment and stdio. Without the sandbox the shell runs under a
-    /// supervisor (see [`super::supervise`]) in `build_dir/cwd_rel`.
-    pub fn command(&self, m: &Mounts, cwd_rel: &str, step: &str) -> io::Result<Command> {
+    /// A command that runs `argv` (a build step: `sh -eu -c STEP`) with the build's view of the
+    /// file system, in `/build/<cwd_rel>`. The caller sets the environment and stdio. Without
+    /// the sandbox it runs in `build_dir/cwd_rel`: detached, under a supervisor (see
+    /// [`super::supervise`]); sharing the terminal, directly, as the supervisor's own process
+    /// group would be in the terminal's background.
+    pub fn command(
+        &self,
+        m: &Mounts,
+        cwd_rel: &str,
+        argv: &[&str],
+        terminal: Terminal,
+    ) -> io::Result<Command> {
+        let Some((first, rest)) = argv.split_first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
+        };
         let (program, build_user) = match self {
             Sandbox::Off { .. } => {
-                let mut c = super::supervise::command("/bin/sh", &["-eu", "-c", step]);
+                let mut c = match terminal {
+                    Terminal::Detached => super::supervise::command(first, rest),
+                    Terminal::Shared => {
+                        let mut c = Command::new(first);
+                        c.args(rest);
+                        c
+                    }
+                };
                 c.current_dir(m.build_dir.join(cwd_rel));
                 return Ok(c);
             }
@@ -311,7 +339,7 @@ impl Sandbox {
             .map(|(host, name)| Ok((seen(host)?, name)))
             .collect::<io::Result<Vec<_>>>()?;
 
-        isolation_args(&mut c);
+        isolation_args(&mut c, terminal);
         match &system {
             System::Root { entries, seen } => {
                 // bubblewrap's `/` is a fresh tmpfs: each top-level entry of the root is bound
@@ -359,7 +387,7 @@ impl Sandbox {
                 .arg(format!("{CANONICAL_STORE}/{name}"));
         }
         c.arg("--chdir").arg(format!("{BUILD_DIR}/{cwd_rel}"));
-        c.args(["--", "/bin/sh", "-eu", "-c", step]);
+        c.arg("--").args(argv);
         if let Some(s) = staging {
             s.install(&mut c);
         }

@@ -1,10 +1,12 @@
 //! The command line: argument types (clap) and one module per subcommand.
 //! `anyhow` lives here and nowhere below.
 
+mod explain;
 mod gc;
 mod query;
 mod realize;
 mod run;
+mod shell;
 mod sources;
 mod why_depends;
 
@@ -34,7 +36,7 @@ second realize builds nothing and an edited recipe rebuilds exactly itself and i
 Exit codes: 0 success; 1 a build failed; 2 a user error (bad recipe, lockfile, configuration or \
 arguments, or a pinned source whose hash does not match); 3 the environment (network, disk, \
 permissions, an unreachable cache).",
-    after_help = "Docs: docs/recipes.md (recipe format), docs/store.md (store layout)."
+    after_help = "Docs: docs/recipes.md (recipe format), docs/store.md (store layout), docs/debugging.md (explain, shell)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -82,6 +84,13 @@ pub enum Command {
     Plan(query::Targets),
     /// Print the store path of each NAME (whether or not it is built yet).
     Path(query::Targets),
+    /// Say why NAME's current derivation is not the one last built for it in this store.
+    ///
+    /// Prints "never built", "up to date", or each input that differs from the last build:
+    /// `steps[N]` with the old and new text, `env.VAR`, a source's sha256, the version, the
+    /// root or host, and for a dependency whose derivation changed, in one line, the chain down
+    /// to the first recipe whose own inputs changed. See docs/debugging.md.
+    Explain(explain::ExplainArgs),
     /// Print the build log of NAME's current derivation.
     Log(query::One),
     /// Print the dependency graph of NAME... (default: every recipe) as Graphviz DOT.
@@ -106,6 +115,15 @@ pub enum Command {
     /// Example: `pybake run cpython-node -- -c 'print(1+1)'`. The command runs in your own
     /// environment (not the build sandbox) with `$out` set to the store path.
     Run(run::RunArgs),
+    /// Enter NAME's build environment: a shell in the sandbox a build of NAME gets.
+    ///
+    /// The same root, environment variables, $src laid out and dependencies (realized first)
+    /// at their /pybake/store paths, in a fresh build directory (/build, working directory
+    /// /build/work), as the build user, so that the steps can be run by hand, as `nix develop`
+    /// allows. With `-- CMD ARGS...` runs CMD there instead and exits with its status. The
+    /// directory is removed on exit unless --keep; --keep-failed DIR enters the directory a
+    /// failed `realize --keep-failed` kept. See docs/debugging.md.
+    Shell(shell::ShellArgs),
     /// Realize NAME and serve its output over HTTP on loopback, with the headers a
     /// WebAssembly page needs (application/wasm, cross-origin isolation for SharedArrayBuffer).
     ///
@@ -175,12 +193,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plan(t) => query::plan(&cli.global, t),
         Command::Path(t) => query::path(&cli.global, t),
         Command::Log(o) => query::log(&cli.global, o),
+        Command::Explain(a) => explain::run(&cli.global, a),
         Command::Graph(t) => query::graph(&cli.global, t),
         Command::Hash(h) => query::hash(h),
         Command::Gc(a) => gc::gc(&cli.global, a),
         Command::GcRoot(c) => gc::gc_root(&cli.global, c),
         Command::WhyDepends(a) => why_depends::why_depends(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
+        Command::Shell(a) => shell::run(&cli.global, a),
         Command::Serve(a) => run::serve(&cli.global, a),
         Command::Fetch(a) => sources::fetch(&cli.global, a),
         Command::Import(a) => sources::import(&cli.global, a),

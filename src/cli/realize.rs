@@ -6,7 +6,7 @@ use super::{default_parallelism, Global, EXIT_BUILD_FAILED};
 use crate::build::{BuildError, Check, SandboxMode};
 use crate::exit::Class;
 use crate::progress::{self, Status};
-use crate::project::{requested_paths, RealizeOptions};
+use crate::project::{requested_paths, Project, RealizeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct RealizeArgs {
@@ -39,6 +39,10 @@ pub struct RealizeArgs {
     /// stopped at another failure).
     #[arg(long)]
     pub json: bool,
+    /// Before building, say for each derivation to build why it is not the one built last time
+    /// (as `pybake explain NAME` does), on stderr.
+    #[arg(long)]
+    pub explain: bool,
     /// Isolation of build steps: bubblewrap when it works (auto), always (on), never (off).
     #[arg(long, value_enum, env = "PYBAKE_SANDBOX", default_value = "auto")]
     pub sandbox: SandboxMode,
@@ -74,6 +78,7 @@ impl RealizeArgs {
             locked: false,
             check: false,
             json: false,
+            explain: false,
             sandbox: std::env::var("PYBAKE_SANDBOX")
                 .ok()
                 .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
@@ -115,8 +120,18 @@ pub(crate) fn realize(
     g: &Global,
     a: &RealizeArgs,
 ) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
-    let project = g.project()?;
+    realize_in(&g.project()?, a)
+}
+
+/// [`realize`] in a project that is open already.
+pub(crate) fn realize_in(
+    project: &Project,
+    a: &RealizeArgs,
+) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
     let closure = project.closure(&a.names)?;
+    if a.explain {
+        super::explain::before_realize(project, &closure)?;
+    }
     let reporter = progress::for_stderr();
     let realized = closure.realize(&a.options(), &*reporter)?;
 

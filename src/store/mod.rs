@@ -10,6 +10,8 @@
 //! - `.pybake/locks/<store name>.lock`: one lock per output, held while it is built.
 //! - `.pybake/gcroots/<project key>-<recipe>`: GC roots (`gc_roots.rs`).
 //! - `.pybake/gc.lock`: held shared by each realize, exclusively by gc (`gc.rs`).
+//! - `.pybake/drv/<store name>.json`: the inputs the output was built from (`records.rs`).
+//! - `.pybake/last/<recipe name>`: the store name last inserted for that recipe.
 //!
 //! Invariants: nothing is written under an output or source name except by `rename` of a
 //! completed temporary; metadata is renamed into place before its output, so an output without
@@ -23,6 +25,7 @@ mod gc_roots;
 mod meta;
 mod name;
 mod orphans;
+mod records;
 mod why;
 
 use std::fs::File;
@@ -34,7 +37,7 @@ pub use gc::{Garbage, GarbageKind, GcError, GcGuard, GcPlan, GcReport, RealizeGu
 pub use gc_roots::{project_key, GcRoot};
 pub use meta::Meta;
 pub use name::{BadStoreName, StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
-pub use orphans::{locked_temp_file, Sweep};
+pub use orphans::{locked_temp_file, ShellDir, Sweep};
 pub use why::{Edge, Hop};
 
 /// The path builds see the store at inside the sandbox, on every machine.
@@ -59,6 +62,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{path} does not name an output: {source}\n  hint: delete {path}; the next build of the recipe writes it again")]
+    BadLast {
+        path: PathBuf,
+        #[source]
+        source: BadStoreName,
     },
 }
 
@@ -92,7 +101,10 @@ impl Store {
         files::create_dir(root).map_err(open_err)?;
         let root = std::fs::canonicalize(root).map_err(open_err)?;
         files::create_dir(&root.join(".pybake")).map_err(open_err)?;
-        for sub in ["meta", "logs", "sources", "tmp", "locks"] {
+        for sub in ["meta", "logs", "sources", "tmp", "locks"]
+            .into_iter()
+            .chain(records::DIRS)
+        {
             files::create_dir(&root.join(".pybake").join(sub)).map_err(open_err)?;
         }
         Ok(Store { root })

@@ -6,7 +6,10 @@
 //!   `.pybake/locks/<store name>.lock`, held for the whole build;
 //! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*` (downloads and imports in progress) and
 //!   `.pybake/meta/.tmp*` and `.pybake/gcroots/.tmp*` (metadata or a GC root being written): a
-//!   lock on the file itself, taken right after creating it ([`locked_temp_file`]).
+//!   lock on the file itself, taken right after creating it ([`locked_temp_file`]); the same for
+//!   `.pybake/drv/.tmp*` and `.pybake/last/.tmp*`, written the same way;
+//! - `.pybake/tmp/shell-XXXXXX/`, the build directory of a `pybake shell` ([`ShellDir`]): a lock
+//!   on the directory itself, held while the shell runs.
 //!
 //! The kernel drops a process's locks when it dies, however it dies. So a temporary whose lock
 //! can be taken belongs to nobody alive, and [`Store::remove_orphans`] removes it, holding the
@@ -31,6 +34,10 @@ pub(super) const ATOMIC_PREFIX: &str = ".tmp";
 const WRITER_PREFIXES: [&str; 2] = ["fetch-", "import-"];
 /// A file in a build directory that `--keep-failed` kept for the user.
 pub(super) const KEPT_MARKER: &str = "KEPT-BY-PYBAKE";
+/// Name prefix of `pybake shell`'s build directories in `.pybake/tmp`.
+const SHELL_PREFIX: &str = "shell-";
+/// Directories under `.pybake` where [`super::write_atomic`] leaves temporaries.
+const ATOMIC_DIRS: [&str; 4] = ["meta", "gcroots", "drv", "last"];
 
 /// A new temporary file in `dir` whose name starts with `prefix`, locked (`flock`, exclusive)
 /// for as long as it is open, so that [`Store::remove_orphans`] leaves it alone. Dropping it
@@ -79,6 +86,7 @@ impl Store {
         let mut sweep = Sweep::default();
         for (name, path, is_dir) in list(&self.tmp_dir(), &mut sweep) {
             let removed = match build_dir_owner(&name) {
+                _ if is_dir && name.starts_with(SHELL_PREFIX) => remove_dir_unless_locked(&path),
                 Some(owner) if is_dir => self.remove_build_dir(&owner, &path),
                 _ if !is_dir && WRITER_PREFIXES.iter().any(|p| name.starts_with(p)) => {
                     remove_unless_locked(&path)
@@ -87,7 +95,7 @@ impl Store {
             };
             sweep.record(removed, path);
         }
-        for dir in ["meta", "gcroots"] {
+        for dir in ATOMIC_DIRS {
             for (name, path, is_dir) in list(&self.internal(dir), &mut sweep) {
                 if !is_dir && name.starts_with(ATOMIC_PREFIX) {
                     let removed = remove_unless_locked(&path);
@@ -96,6 +104,44 @@ impl Store {
             }
         }
         sweep
+    }
+
+    /// A fresh build directory for `pybake shell`, locked until dropped.
+    pub fn shell_dir(&self) -> Result<ShellDir, StoreError> {
+        let tmp = self.tmp_dir();
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix(SHELL_PREFIX)
+                .tempdir_in(&tmp)
+                .map_err(io_at(&tmp))?;
+            // Removed by ShellDir, which can remove read-only trees; TempDir cannot.
+            let path = dir.keep();
+            let lock = match File::open(&path) {
+                Ok(f) => f,
+                // Taken for an orphan before we could lock it: start over under a new name.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&path)(e)),
+            };
+            lock.lock().map_err(io_at(&path))?;
+            if names(&path, &lock).map_err(io_at(&path))? {
+                return Ok(ShellDir {
+                    path,
+                    _lock: lock,
+                    keep: false,
+                });
+            }
+        }
+    }
+
+    /// If `dir` is a build directory of this store kept by `--keep-failed`: its path, resolved,
+    /// and the output it was building.
+    pub fn kept_build_dir(&self, dir: &Path) -> Option<(PathBuf, StoreName)> {
+        let dir = std::fs::canonicalize(dir).ok()?;
+        if dir.parent()? != self.tmp_dir() || !dir.join(KEPT_MARKER).is_file() {
+            return None;
+        }
+        let owner = build_dir_owner(dir.file_name()?.to_str()?)?;
+        Some((dir, owner))
     }
 
     /// Removes the build directory `path` of `owner` if nobody holds the output's lock and it
@@ -163,6 +209,53 @@ fn list(dir: &Path, sweep: &mut Sweep) -> Vec<(String, PathBuf, bool)> {
             Some((name, e.path(), is_dir))
         })
         .collect()
+}
+
+/// The build directory of a `pybake shell`, removed when dropped unless kept. While it exists,
+/// the directory's own lock tells [`Store::remove_orphans`] that it is in use.
+pub struct ShellDir {
+    path: PathBuf,
+    _lock: File,
+    keep: bool,
+}
+
+impl ShellDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the directory after the shell, as `--keep-failed` keeps a failed build's.
+    pub fn keep(&mut self) {
+        self.keep = true;
+        let _ = std::fs::write(self.path.join(KEPT_MARKER), "kept by pybake shell --keep\n");
+    }
+}
+
+impl Drop for ShellDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Removed while the lock is still held (fields drop after this).
+            let _ = remove_tree(&self.path);
+        }
+    }
+}
+
+/// Removes the directory `path` if nobody holds its lock and it was not kept. Whether it was
+/// removed.
+fn remove_dir_unless_locked(path: &Path) -> Result<bool, StoreError> {
+    if path.join(KEPT_MARKER).exists() {
+        return Ok(false);
+    }
+    let dir = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    if !try_lock(&dir).map_err(io_at(path))? || !names(path, &dir).map_err(io_at(path))? {
+        return Ok(false);
+    }
+    remove_tree(path)?;
+    Ok(true)
 }
 
 /// The output a build directory named `<store name>.XXXXXX` belongs to.
@@ -258,15 +351,35 @@ mod tests {
         let live_meta = locked_temp_file(&meta, ATOMIC_PREFIX).unwrap();
         let other = tmp.join("something-else");
         std::fs::write(&other, "").unwrap();
+        let stale_drv = store.internal("drv").join(".tmpdead01");
+        std::fs::write(&stale_drv, "{").unwrap();
+        let stale_last = store.internal("last").join(".tmpdead02");
+        std::fs::write(&stale_last, "").unwrap();
+        let dead_shell = tmp.join("shell-dead03");
+        std::fs::create_dir_all(dead_shell.join("build/ro")).unwrap();
+        crate::store::make_read_only(&dead_shell.join("build")).unwrap();
+        let live_shell = store.shell_dir().unwrap();
+        let mut kept_shell = store.shell_dir().unwrap();
+        kept_shell.keep();
+        let kept_shell = kept_shell.path().to_path_buf();
 
         let sweep = store.remove_orphans();
         assert!(sweep.errors.is_empty(), "{:?}", sweep.errors);
         let mut removed = sweep.removed;
         removed.sort();
-        let mut expected = vec![dead_dir, stale_fetch, stale_meta];
+        let mut expected = vec![
+            dead_dir,
+            stale_fetch,
+            stale_meta,
+            stale_drv,
+            stale_last,
+            dead_shell,
+        ];
         expected.sort();
         assert_eq!(removed, expected);
         for p in [
+            live_shell.path(),
+            &kept_shell,
             live_dir.path(),
             &kept_dir,
             live_fetch.path(),
@@ -276,5 +389,29 @@ mod tests {
             assert!(p.exists(), "{p:?}");
         }
         assert!(store.remove_orphans().removed.is_empty());
+        let live_shell_path = live_shell.path().to_path_buf();
+        drop(live_shell);
+        assert!(
+            !live_shell_path.exists(),
+            "a shell's directory goes with it"
+        );
+    }
+
+    #[test]
+    fn only_kept_build_directories_of_this_store_are_recognised() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let name = StoreName::new(&DrvHash::of(b"x"), "bad", "1");
+        let kept = store.keep_tmp(store.fresh_tmp(&name).unwrap());
+        assert_eq!(
+            store.kept_build_dir(&kept),
+            Some((kept.clone(), name.clone()))
+        );
+        let not_kept = store.fresh_tmp(&name).unwrap();
+        assert_eq!(store.kept_build_dir(not_kept.path()), None);
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join(KEPT_MARKER), "").unwrap();
+        assert_eq!(store.kept_build_dir(elsewhere.path()), None);
+        assert_eq!(store.kept_build_dir(&store.tmp_dir()), None);
     }
 }
