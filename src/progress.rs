@@ -37,6 +37,11 @@ pub enum Event<'a> {
     Started {
         name: &'a str,
     },
+    /// A download of `name`'s output from a binary cache begins (its bytes follow as a
+    /// transfer).
+    Substituting {
+        name: &'a str,
+    },
     Step {
         name: &'a str,
         number: usize,
@@ -153,7 +158,7 @@ impl Plain {
     fn track(&self, event: &Event) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         match *event {
-            Event::Started { name } => {
+            Event::Started { name } | Event::Substituting { name } => {
                 running.insert(
                     name.to_string(),
                     Running {
@@ -206,6 +211,7 @@ impl Reporter for Plain {
                 cached,
             } => plan_line(build, substitute, cached),
             Event::Started { name } => format!("building {name}"),
+            Event::Substituting { name } => format!("substituting {name}"),
             Event::Step {
                 name,
                 number,
@@ -336,7 +342,7 @@ impl Reporter for Live {
                     .multi
                     .println(format!("pybake: {}", plan_line(build, substitute, cached)));
             }
-            Event::Started { name } => {
+            Event::Started { name } | Event::Substituting { name } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template(

@@ -9,14 +9,19 @@ use crate::build::{
     BuildError, Builder, Check, Place, RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable,
     Shell, ShellError,
 };
+use crate::cache::keys::{PublicKey, TrustedKeys};
+use crate::cache::substitute::{Candidate, Substituters};
+use crate::config::Config;
 use crate::derivation::{derive_all, Derivation};
 use crate::exit::Class;
 use crate::fetch::{self, FetchConfig, FetchError};
 use crate::graph::Graph;
 use crate::lock::{LockError, Lockfile};
+use crate::progress::Status;
 use crate::progress::{Event, Reporter};
 use crate::recipe::{Origin, Recipe, RecipeError, RecipeSet};
 use crate::scheduler::{self, Outcome};
+use crate::store::StoreName;
 use crate::store::{Store, StoreError};
 use crate::toolchain::{Pin, ToolchainError};
 
@@ -38,6 +43,14 @@ pub enum ProjectError {
     RootNeedsSandbox(#[from] RootNeedsSandbox),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error("trusted public key {key:?} is not usable: {source}\n  hint: a public key is `name:base64`, as `pybake key generate` prints it")]
+    TrustedKey {
+        key: String,
+        #[source]
+        source: crate::cache::keys::KeyError,
+    },
+    #[error("-j 0 builds nothing locally, but {} cannot be substituted from the configured caches{}", names.join(", "), if *any_cache { "" } else { " (none is configured: see --substituter)" })]
+    NothingToSubstitute { names: Vec<String>, any_cache: bool },
     #[error(transparent)]
     Shell(#[from] ShellError),
 }
@@ -61,6 +74,8 @@ impl ProjectError {
                 _ => Class::User,
             },
             ProjectError::Store(_) => Class::Environment,
+            ProjectError::TrustedKey { .. } => Class::User,
+            ProjectError::NothingToSubstitute { .. } => Class::Environment,
             ProjectError::Fetch(e) => e.class(),
             ProjectError::Shell(e) => e.class(),
         }
@@ -74,6 +89,8 @@ pub struct Settings {
     pub store: PathBuf,
     pub lockfile: PathBuf,
     pub fetch: FetchConfig,
+    /// Substituters and keys (docs/config.md), flags already applied.
+    pub config: Config,
 }
 
 pub struct Project {
@@ -84,6 +101,7 @@ pub struct Project {
     /// optional unless `--locked` asks for it).
     lockfile: Option<Lockfile>,
     fetch: FetchConfig,
+    config: Config,
 }
 
 impl Project {
@@ -104,6 +122,7 @@ impl Project {
             lockfile_path: settings.lockfile,
             lockfile,
             fetch,
+            config: settings.config,
         })
     }
 
@@ -125,6 +144,34 @@ impl Project {
 
     pub fn fetch_config(&self) -> &FetchConfig {
         &self.fetch
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The configured binary caches to substitute from, opened (none with `--no-substitute`).
+    pub fn substituters(&self, reporter: &dyn Reporter) -> Result<Substituters, ProjectError> {
+        if !self.config.substitute || self.config.substituters.is_empty() {
+            return Ok(Substituters::none());
+        }
+        let keys = self
+            .config
+            .trusted_public_keys
+            .iter()
+            .map(|k| {
+                k.parse::<PublicKey>()
+                    .map_err(|source| ProjectError::TrustedKey {
+                        key: k.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Substituters::open(
+            &self.config.substituters,
+            TrustedKeys::new(keys),
+            reporter,
+        ))
     }
 
     /// Every recipe's name, sorted.
@@ -163,6 +210,8 @@ pub struct RealizeOptions {
     pub sandbox: SandboxMode,
     /// Record the targets' outputs as GC roots of this project (`--no-root` turns it off).
     pub gc_root: bool,
+    /// Build what cannot be substituted (`-j 0` turns it off: then such outputs fail).
+    pub build_locally: bool,
 }
 
 /// What a realize did.
@@ -291,6 +340,22 @@ impl<'p> Closure<'p> {
                 "cannot remove a leftover temporary: {e}"
             )));
         }
+        let substituted = self.substitute(opts, reporter)?;
+        if !opts.build_locally {
+            let missing: Vec<String> = self
+                .plan()
+                .iter()
+                .filter(|(_, valid)| !valid)
+                .map(|(d, _)| d.recipe.name.clone())
+                .collect();
+            if !missing.is_empty() {
+                return Err(ProjectError::NothingToSubstitute {
+                    names: missing,
+                    any_cache: !self.project.config.substituters.is_empty()
+                        && self.project.config.substitute,
+                });
+            }
+        }
         let will_run: Vec<&Recipe> = self
             .plan()
             .iter()
@@ -312,8 +377,34 @@ impl<'p> Closure<'p> {
             keep_failed: opts.keep_failed,
             fetch: self.project.fetch.clone(),
         };
-        let outcomes =
+        let mut outcomes =
             scheduler::realize(store, &sandbox, &self.drvs, &self.targets, &sched, reporter);
+        for o in &mut outcomes {
+            if let Some(seconds) = substituted.get(&o.store_name) {
+                o.status = Status::Substituted;
+                o.seconds = *seconds;
+            }
+        }
+        // Substituted outputs below a valid target are not in the build plan: list them too,
+        // in build order, so the summary says everything this run brought in.
+        let listed: std::collections::BTreeSet<StoreName> =
+            outcomes.iter().map(|o| o.store_name.clone()).collect();
+        let extra: Vec<Outcome> = self
+            .drvs
+            .iter()
+            .filter(|d| !listed.contains(&d.store_name))
+            .filter_map(|d| {
+                substituted.get(&d.store_name).map(|seconds| Outcome {
+                    name: d.recipe.name.clone(),
+                    store_name: d.store_name.clone(),
+                    path: store.path(&d.store_name),
+                    status: Status::Substituted,
+                    seconds: *seconds,
+                    error: None,
+                })
+            })
+            .collect();
+        outcomes.splice(0..0, extra);
         let mut realized = Realized {
             outcomes,
             checks: Vec::new(),
@@ -328,6 +419,177 @@ impl<'p> Closure<'p> {
             record_gc_roots(self, reporter);
         }
         Ok(realized)
+    }
+
+    /// Substitutes what the targets need from the configured caches, before anything is
+    /// built; returns the outputs substituted, with the seconds each took. A failed download
+    /// is a warning: the next cache that has the output is tried, then it is left to be built.
+    fn substitute(
+        &self,
+        opts: &RealizeOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<BTreeMap<StoreName, f64>, ProjectError> {
+        let mut done = BTreeMap::new();
+        let store = &self.project.store;
+        let wanted: Vec<StoreName> = self
+            .plan()
+            .iter()
+            .filter(|(_, valid)| !valid)
+            .map(|(d, _)| d.store_name.clone())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(done);
+        }
+        let subs = self.project.substituters(reporter)?;
+        if subs.is_empty() {
+            return Ok(done);
+        }
+        let mut candidates = subs.query_closure(&wanted, &|n| store.is_valid(n), reporter);
+        let by_store_name: BTreeMap<&StoreName, &Derivation> =
+            self.drvs.iter().map(|d| (&d.store_name, d)).collect();
+        let targets: Vec<StoreName> = self
+            .targets
+            .iter()
+            .filter_map(|t| self.get(t))
+            .map(|d| d.store_name.clone())
+            .collect();
+        let needs = |n: &StoreName| -> Vec<StoreName> {
+            let Some(d) = by_store_name.get(n) else {
+                return Vec::new();
+            };
+            d.recipe
+                .needs()
+                .filter_map(|x| self.get(&x.name))
+                .map(|x| x.store_name.clone())
+                .collect()
+        };
+        // Each round substitutes what is obtainable; a failure drops that entry and the choice is
+        // made again, so an output whose download failed is built (with what it needs).
+        loop {
+            let chosen = crate::cache::substitute::choose(
+                &targets,
+                &|n| store.is_valid(n),
+                &candidates,
+                &needs,
+            );
+            if chosen.is_empty() {
+                return Ok(done);
+            }
+            reporter.report(Event::Plan {
+                build: 0,
+                substitute: chosen.len(),
+                cached: 0,
+            });
+            let failed = self.run_substitutions(&subs, &chosen, opts.jobs, reporter, &mut done);
+            if failed.is_empty() {
+                return Ok(done);
+            }
+            for (name, cache) in failed {
+                if let Some(list) = candidates.get_mut(&name) {
+                    list.retain(|c| c.cache != cache);
+                }
+            }
+        }
+    }
+
+    /// Downloads `chosen`, references before what mentions them, up to `jobs` at once (at
+    /// least two: downloads wait on the network more than on the CPU). Returns the (output,
+    /// cache) pairs that failed.
+    fn run_substitutions(
+        &self,
+        subs: &Substituters,
+        chosen: &BTreeMap<StoreName, Candidate>,
+        jobs: usize,
+        reporter: &dyn Reporter,
+        done: &mut BTreeMap<StoreName, f64>,
+    ) -> Vec<(StoreName, usize)> {
+        let store = &self.project.store;
+        let mut left: BTreeMap<&StoreName, &Candidate> = chosen.iter().collect();
+        let mut failed = Vec::new();
+        let name_of = |n: &StoreName| -> String {
+            self.drvs
+                .iter()
+                .find(|d| &d.store_name == n)
+                .map(|d| d.recipe.name.clone())
+                .unwrap_or_else(|| n.to_string())
+        };
+        while !left.is_empty() {
+            // Those whose references are all in the store (or are themselves).
+            let ready: Vec<(&StoreName, &Candidate)> = left
+                .iter()
+                .filter(|(n, c)| {
+                    c.info
+                        .references
+                        .iter()
+                        .all(|r| r == **n || store.is_valid(r))
+                })
+                .map(|(n, c)| (*n, *c))
+                .collect();
+            if ready.is_empty() {
+                // References that failed: what needs them cannot be substituted now.
+                failed.extend(left.iter().map(|(n, c)| ((*n).clone(), c.cache)));
+                break;
+            }
+            let width = jobs.max(2);
+            let results: Vec<(StoreName, usize, f64, Result<(), String>)> =
+                std::thread::scope(|scope| {
+                    let mut out = Vec::new();
+                    for chunk in ready.chunks(width) {
+                        let handles: Vec<_> = chunk
+                            .iter()
+                            .map(|(n, c)| {
+                                let label = name_of(n);
+                                scope.spawn(move || {
+                                    reporter.report(Event::Substituting { name: &label });
+                                    let t = std::time::Instant::now();
+                                    let r = subs.fetch(store, c, reporter);
+                                    let secs = t.elapsed().as_secs_f64();
+                                    let status = if r.is_ok() {
+                                        Status::Substituted
+                                    } else {
+                                        Status::Failed
+                                    };
+                                    reporter.report(Event::Finished {
+                                        name: &label,
+                                        status,
+                                        seconds: secs,
+                                    });
+                                    (
+                                        (*n).clone(),
+                                        c.cache,
+                                        secs,
+                                        r.map(|_| ()).map_err(|e| e.to_string()),
+                                    )
+                                })
+                            })
+                            .collect();
+                        out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
+                    }
+                    out
+                });
+            for (n, cache, secs, r) in results {
+                left.remove(&n);
+                match r {
+                    Ok(()) => {
+                        if let Some(d) = self.drvs.iter().find(|d| d.store_name == n) {
+                            if let Err(e) = crate::explain::remember(store, d) {
+                                reporter.report(Event::Warning(&format!(
+                                    "cannot record the derivation of {n}: {e}"
+                                )));
+                            }
+                        }
+                        done.insert(n, secs);
+                    }
+                    Err(why) => {
+                        reporter.report(Event::Warning(&format!(
+                            "{why}; trying another cache, or building it"
+                        )));
+                        failed.push((n, cache));
+                    }
+                }
+            }
+        }
+        failed
     }
 
     fn decide_sandbox(

@@ -47,6 +47,10 @@ pub mod compress;
 pub mod keys;
 pub mod narinfo;
 
+// operations
+pub mod push;
+pub mod substitute;
+
 // backends
 pub mod file;
 pub mod http;

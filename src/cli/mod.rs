@@ -1,6 +1,7 @@
 //! The command line: argument types (clap) and one module per subcommand.
 //! `anyhow` lives here and nowhere below.
 
+mod cache;
 mod explain;
 mod gc;
 mod query;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::build::SandboxUnavailable;
+use crate::config::Config;
 use crate::exit::Class;
 use crate::fetch::FetchConfig;
 use crate::project::{Project, ProjectError, Settings};
@@ -59,18 +61,24 @@ pub struct Global {
     /// Never use the network: sources must already be in the store (see `pybake import`).
     #[arg(long, global = true, env = "PYBAKE_OFFLINE")]
     pub offline: bool,
+    /// A binary cache to substitute outputs from (repeatable; replaces the configured ones):
+    /// file:///DIR, http(s)://HOST/PREFIX or s3://BUCKET/PREFIX?endpoint=URL&region=R.
+    #[arg(long = "substituter", global = true, value_name = "URL")]
+    pub substituters: Vec<String>,
+    /// A public key (`name:base64`) whose signatures make cache entries trusted (repeatable;
+    /// replaces the configured ones).
+    #[arg(long = "trusted-public-key", global = true, value_name = "KEY")]
+    pub trusted_public_keys: Vec<String>,
+    /// Never substitute from binary caches: build everything that is not in the store.
+    #[arg(long, global = true)]
+    pub no_substitute: bool,
 }
 
 impl Global {
     pub fn lockfile_path(&self) -> PathBuf {
-        self.lockfile.clone().unwrap_or_else(|| {
-            let parent = self
-                .recipes
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            parent.join("lockfile.json")
-        })
+        self.lockfile
+            .clone()
+            .unwrap_or_else(|| self.project_dir().join("lockfile.json"))
     }
 }
 
@@ -151,6 +159,12 @@ pub enum Command {
     ///
     /// This is the hash a `path` source or an output gets (docs/store.md).
     Hash(query::HashArgs),
+    /// Binary caches: push outputs to one, verify one's entries (docs/binary-cache.md).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// Signing keys for binary caches.
+    #[command(subcommand)]
+    Key(cache::KeyCommand),
     /// Internal: runs an unsandboxed build step and kills whatever it leaves running.
     #[command(name = "__supervise", hide = true)]
     Supervise(SuperviseArgs),
@@ -174,12 +188,29 @@ impl Global {
     pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
         let mut fetch = FetchConfig::from_env()?;
         fetch.offline |= self.offline;
+        let lockfile = self.lockfile_path();
+        let mut config = Config::load(self.project_dir())?;
+        config.apply(
+            &self.substituters,
+            &self.trusted_public_keys,
+            None,
+            self.no_substitute,
+        );
         Ok(Settings {
             recipes: self.recipes.clone(),
             store: self.store.clone(),
-            lockfile: self.lockfile_path(),
+            lockfile,
             fetch,
+            config,
         })
+    }
+
+    /// The project's directory: the one holding the recipe directory (and `pybake.toml`).
+    pub(crate) fn project_dir(&self) -> &std::path::Path {
+        self.recipes
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
     }
 }
 
@@ -190,6 +221,8 @@ pub fn run(cli: Cli) -> i32 {
             return crate::build::supervise::run(a.parent, &a.command[0], &a.command[1..])
         }
         Command::Realize(a) => realize::run(&cli.global, a),
+        Command::Cache(c) => cache::run(&cli.global, c),
+        Command::Key(k) => cache::key(k),
         Command::Plan(t) => query::plan(&cli.global, t),
         Command::Path(t) => query::path(&cli.global, t),
         Command::Log(o) => query::log(&cli.global, o),

@@ -13,7 +13,8 @@ pub struct RealizeArgs {
     /// Recipes to realize.
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
-    /// Build up to N recipes at once [default: the number of cores].
+    /// Build up to N recipes at once [default: the number of cores]. `-j 0` builds nothing
+    /// locally: what cannot be substituted from a binary cache fails, saying so.
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
     /// The value of PYBAKE_JOBS inside each build (for `make -j`) [default: the number of cores].
@@ -35,8 +36,9 @@ pub struct RealizeArgs {
     pub check: bool,
     /// Print a JSON summary on stdout instead of store paths:
     /// `{"results": [{"name", "path", "status", "seconds"}]}` for every recipe the run needed,
-    /// with status `built`, `cached`, `failed` or `skipped` (a dependency failed, or the run
-    /// stopped at another failure).
+    /// with status `built`, `substituted` (downloaded from a binary cache and verified),
+    /// `cached`, `failed` or `skipped` (a dependency failed, or the run stopped at another
+    /// failure).
     #[arg(long)]
     pub json: bool,
     /// Before building, say for each derivation to build why it is not the one built last time
@@ -51,6 +53,8 @@ pub struct RealizeArgs {
     /// keeps with everything it needs.
     #[arg(long)]
     pub no_root: bool,
+    #[command(flatten)]
+    pub push: super::cache::PushArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -85,6 +89,7 @@ impl RealizeArgs {
                 .unwrap_or(SandboxMode::Auto),
             // What `run` and `serve` use stays until they are done with it, and after.
             no_root: false,
+            push: Default::default(),
         }
     }
 }
@@ -100,6 +105,7 @@ impl RealizeArgs {
             check: self.check,
             sandbox: self.sandbox,
             gc_root: !self.no_root,
+            build_locally: self.jobs != Some(0),
         }
     }
 }
@@ -180,6 +186,14 @@ pub(crate) fn realize_in(
             .exit_code()
     } else {
         print_checks(&realized.checks)
+    };
+    // `--push CACHE`: what the run realized (its targets' runtime closures, their build logs
+    // and the sources of the closure) goes to the cache; a failed upload fails the command.
+    let code = match &a.push.push {
+        Some(cache) if code == 0 => {
+            super::cache::push_closure(project, &closure, cache, &a.push, &*reporter)?
+        }
+        _ => code,
     };
     Ok((code, paths))
 }

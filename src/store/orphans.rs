@@ -4,7 +4,8 @@
 //! for as long as it uses it:
 //! - `.pybake/tmp/<store name>.XXXXXX/`, a build directory: the output lock
 //!   `.pybake/locks/<store name>.lock`, held for the whole build;
-//! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*` (downloads and imports in progress) and
+//! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*`, `.pybake/tmp/push-*` (downloads, imports and
+//!   archives being pushed) and
 //!   `.pybake/meta/.tmp*` and `.pybake/gcroots/.tmp*` (metadata or a GC root being written): a
 //!   lock on the file itself, taken right after creating it ([`locked_temp_file`]); the same for
 //!   `.pybake/drv/.tmp*` and `.pybake/last/.tmp*`, written the same way;
@@ -31,7 +32,7 @@ use super::{io_at, remove_tree, Store, StoreError, StoreName};
 /// versions used, so their leftovers are recognised too).
 pub(super) const ATOMIC_PREFIX: &str = ".tmp";
 /// Name prefixes of download and import temporaries in `.pybake/tmp` (see `fetch/store.rs`).
-const WRITER_PREFIXES: [&str; 2] = ["fetch-", "import-"];
+const WRITER_PREFIXES: [&str; 3] = ["fetch-", "import-", "push-"];
 /// A file in a build directory that `--keep-failed` kept for the user.
 pub(super) const KEPT_MARKER: &str = "KEPT-BY-PYBAKE";
 /// Name prefix of `pybake shell`'s build directories in `.pybake/tmp`.

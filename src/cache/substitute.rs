@@ -1,0 +1,474 @@
+//! Substitution: an output downloaded from a binary cache instead of built, verified at every
+//! step before anything reaches the store (docs/binary-cache.md, "Substitution"):
+//!
+//! 1. every configured cache is asked for every output a realize needs, all at once
+//!    ([`Substituters::query`]); an entry that does not parse, is unsigned (unless the cache is
+//!    allowed to be), signed by no trusted key, or badly signed, is a warning naming the cache,
+//!    the output and why, and the next cache is asked;
+//! 2. the chosen archive is streamed: its compressed bytes are hashed and counted against the
+//!    narinfo's FileHash and FileSize (a longer body is cut off at FileSize), decompressed, and
+//!    unpacked into a temporary directory with its NarHash and NarSize checked;
+//! 3. the unpacked tree's content hash must equal the narinfo's OutputHash;
+//! 4. only then is it made read-only, given metadata and renamed into the store.
+//!
+//! Any failure removes the temporary directory and is reported; the caller tries the next cache
+//! or builds locally.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use super::compress::Decompressor;
+use super::keys::{SigError, TrustedKeys};
+use super::narinfo::{narinfo_key, NarInfo, MAX_NARINFO_SIZE};
+use super::{open_cache, CacheBackend, CacheError};
+use crate::config::Substituter;
+use crate::hash::nar::{unpack_nar, NarLimits};
+use crate::hash::{tree, OutputHash};
+use crate::progress::{self, Event, Reporter, TransferReader};
+use crate::store::{Meta, Store, StoreError, StoreName};
+
+/// The cache's description file: `StoreDir`, `Format`, `Priority`.
+pub const CACHE_INFO: &str = "pybake-cache-info";
+
+/// A cache's priority when neither it nor the configuration gives one (lower goes first).
+pub const DEFAULT_PRIORITY: u32 = 50;
+
+/// One cache to substitute from.
+pub struct Cache {
+    pub backend: Box<dyn CacheBackend>,
+    pub priority: u32,
+    pub allow_unsigned: bool,
+}
+
+impl Cache {
+    pub fn url(&self) -> &str {
+        self.backend.url()
+    }
+}
+
+/// An entry some cache has for an output, verified as far as a narinfo can be.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Index into [`Substituters::caches`].
+    pub cache: usize,
+    pub info: NarInfo,
+}
+
+/// The configured caches, in the order they are asked (priority, then configuration order).
+pub struct Substituters {
+    pub caches: Vec<Cache>,
+    trusted: TrustedKeys,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubstituteError {
+    #[error("cache {cache}: {source}")]
+    Cache {
+        cache: String,
+        #[source]
+        source: CacheError,
+    },
+    #[error("cache {cache} no longer has the archive {key} of {name}")]
+    Gone {
+        cache: String,
+        key: String,
+        name: StoreName,
+    },
+    #[error(
+        "cache {cache}: the archive of {name} is corrupt or does not match its narinfo: {reason}"
+    )]
+    Corrupt {
+        cache: String,
+        name: StoreName,
+        reason: String,
+    },
+    #[error("cache {cache}: {name} unpacks to {actual}, but its narinfo says {expected}")]
+    OutputHash {
+        cache: String,
+        name: StoreName,
+        expected: OutputHash,
+        actual: OutputHash,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot hash the unpacked {name}: {source}")]
+    Tree {
+        name: StoreName,
+        #[source]
+        source: tree::TreeError,
+    },
+}
+
+impl SubstituteError {
+    /// What kind of failure this is: the cache's fault or the network's is the environment's.
+    pub fn class(&self) -> crate::exit::Class {
+        crate::exit::Class::Environment
+    }
+}
+
+impl Substituters {
+    /// Opens the configured caches; one whose URL is not usable is a warning, not an error.
+    /// `trusted` are the public keys whose signatures make an entry trusted.
+    pub fn open(configured: &[Substituter], trusted: TrustedKeys, reporter: &dyn Reporter) -> Self {
+        let mut caches: Vec<(u32, usize, Cache)> = Vec::new();
+        for (i, s) in configured.iter().enumerate() {
+            match open_cache(&s.url) {
+                Ok(backend) => {
+                    let priority = s
+                        .priority
+                        .or_else(|| cache_priority(&*backend, reporter))
+                        .unwrap_or(DEFAULT_PRIORITY);
+                    caches.push((
+                        priority,
+                        i,
+                        Cache {
+                            backend,
+                            priority,
+                            allow_unsigned: s.allow_unsigned,
+                        },
+                    ));
+                }
+                Err(e) => reporter.report(Event::Warning(&format!(
+                    "substituter {} is not used: {e}",
+                    s.url
+                ))),
+            }
+        }
+        caches.sort_by_key(|(p, i, _)| (*p, *i));
+        Substituters {
+            caches: caches.into_iter().map(|(_, _, c)| c).collect(),
+            trusted,
+        }
+    }
+
+    /// No caches: nothing is ever substituted.
+    pub fn none() -> Self {
+        Substituters {
+            caches: Vec::new(),
+            trusted: TrustedKeys::new(Vec::new()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.caches.is_empty()
+    }
+
+    /// [`Self::query`] for `names`, then for the references the answers name that are neither
+    /// valid nor asked yet, until there are none (a runtime closure is a few levels deep).
+    pub fn query_closure(
+        &self,
+        names: &[StoreName],
+        valid: &dyn Fn(&StoreName) -> bool,
+        reporter: &dyn Reporter,
+    ) -> BTreeMap<StoreName, Vec<Candidate>> {
+        let mut asked: BTreeSet<StoreName> = names.iter().cloned().collect();
+        let mut found = self.query(names, reporter);
+        let mut round = 0;
+        loop {
+            let more: Vec<StoreName> = found
+                .values()
+                .flatten()
+                .flat_map(|c| c.info.references.iter())
+                .filter(|r| !asked.contains(*r) && !valid(r))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // A hostile cache could name references forever; real closures are shallow.
+            if more.is_empty() || round == 32 {
+                return found;
+            }
+            asked.extend(more.iter().cloned());
+            found.extend(self.query(&more, reporter));
+            round += 1;
+        }
+    }
+
+    /// Asks every cache for every name (concurrently within a cache) and returns, for each name
+    /// that some cache has, its trusted entries in the order the caches are tried. Each entry
+    /// refused is a warning naming the cache, the output and the reason.
+    pub fn query(
+        &self,
+        names: &[StoreName],
+        reporter: &dyn Reporter,
+    ) -> BTreeMap<StoreName, Vec<Candidate>> {
+        let mut found: BTreeMap<StoreName, Vec<Candidate>> = BTreeMap::new();
+        let keys: Vec<String> = names.iter().map(narinfo_key).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for (ci, cache) in self.caches.iter().enumerate() {
+            let answers = cache.backend.get_many(&keys, MAX_NARINFO_SIZE as u64);
+            let mut down_reported = false;
+            for (name, answer) in names.iter().zip(answers) {
+                let warn = |why: &str| {
+                    reporter.report(Event::Warning(&format!(
+                        "substituter {}: not using its {name}: {why}",
+                        cache.url()
+                    )))
+                };
+                let bytes = match answer {
+                    Ok(Some(b)) => b,
+                    Ok(None) => continue,
+                    Err(e @ (CacheError::Unreachable { .. } | CacheError::Transient { .. })) => {
+                        if !down_reported {
+                            down_reported = true;
+                            reporter.report(Event::Warning(&format!(
+                                "substituter {} is not answering ({e}); building what it would have given",
+                                cache.url()
+                            )));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        warn(&e.to_string());
+                        continue;
+                    }
+                };
+                let info = match NarInfo::parse(&bytes, name.hash_part()) {
+                    Ok(i) if &i.store_name == name => i,
+                    Ok(i) => {
+                        warn(&format!("its narinfo describes {}", i.store_name));
+                        continue;
+                    }
+                    Err(e) => {
+                        warn(&format!("its narinfo is invalid: {e}"));
+                        continue;
+                    }
+                };
+                match info.verify(&self.trusted) {
+                    Ok(_) => {}
+                    Err(SigError::NoSignature) if cache.allow_unsigned => {}
+                    Err(e) => {
+                        warn(&format!(
+                            "{e} (trust its key with --trusted-public-key, or set allow-unsigned for this cache)"
+                        ));
+                        continue;
+                    }
+                }
+                found
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Candidate { cache: ci, info });
+            }
+        }
+        found
+    }
+
+    /// Downloads, verifies and stores one output from the cache of `c`. The caller holds no
+    /// lock; this takes the output's lock, so concurrent realizes substitute it once.
+    pub fn fetch(
+        &self,
+        store: &Store,
+        c: &Candidate,
+        reporter: &dyn Reporter,
+    ) -> Result<Meta, SubstituteError> {
+        let name = &c.info.store_name;
+        let _lock = store.lock(name)?;
+        if store.is_valid(name) {
+            return Ok(store.read_meta(name)?);
+        }
+        let tmp = store.fresh_tmp(name)?;
+        let out: PathBuf = tmp.path().join("out");
+        let result = self.download(c, &out, reporter).and_then(|output_hash| {
+            let mut meta = Meta::new(name, c.info.drv_hash, output_hash);
+            meta.references = c.info.references.clone();
+            meta.root = c.info.root.clone();
+            meta.sandboxed = c.info.root.is_some();
+            if let Some(host) = &c.info.host_build {
+                meta.host_build = true;
+                meta.host = host.clone();
+            }
+            store.insert(&out, name, &meta)?;
+            Ok(meta)
+        });
+        if result.is_err() {
+            let _ = crate::store::remove_tree(tmp.path());
+        }
+        result
+    }
+
+    /// Streams `c`'s archive into `dest` (which must not exist), checking its file hash and
+    /// size, its archive hash and size, and the unpacked tree's output hash against the
+    /// narinfo; returns the output hash. On error `dest` may hold a partial tree: the caller
+    /// removes it.
+    pub fn download(
+        &self,
+        c: &Candidate,
+        dest: &std::path::Path,
+        reporter: &dyn Reporter,
+    ) -> Result<OutputHash, SubstituteError> {
+        let name = &c.info.store_name;
+        let cache = &self.caches[c.cache];
+        let url = cache.url().to_string();
+        let corrupt = |reason: String| SubstituteError::Corrupt {
+            cache: url.clone(),
+            name: name.clone(),
+            reason,
+        };
+        let key = c.info.url();
+        let body = cache
+            .backend
+            .open(&key)
+            .map_err(|source| SubstituteError::Cache {
+                cache: url.clone(),
+                source,
+            })?
+            .ok_or_else(|| SubstituteError::Gone {
+                cache: url.clone(),
+                key: key.clone(),
+                name: name.clone(),
+            })?;
+        let id = progress::transfer_id();
+        let what = format!("{name} from {url}");
+        reporter.report(Event::TransferStarted {
+            id,
+            what: &what,
+            total: Some(c.info.file_size),
+        });
+        let result = (|| {
+            let body = TransferReader::new(body, reporter, id);
+            let mut z =
+                Decompressor::new(body, c.info.file_size).map_err(|e| corrupt(e.to_string()))?;
+            let unpacked = unpack_nar(&mut z, dest, &NarLimits::new(c.info.nar_size));
+            // Read to the end even after an unpack error: a body longer than FileSize then
+            // shows as such, rather than as whatever the archive reader tripped on.
+            let finished = z.finish();
+            let (nar_hash, nar_size) = unpacked.map_err(|e| corrupt(e.to_string()))?;
+            let (file_hash, file_size) = finished.map_err(|e| corrupt(e.to_string()))?;
+            if (file_hash, file_size) != (c.info.file_hash, c.info.file_size) {
+                return Err(corrupt(format!(
+                    "the archive is {file_size} bytes with {file_hash}, the narinfo says {} bytes with {}",
+                    c.info.file_size, c.info.file_hash
+                )));
+            }
+            if (nar_hash, nar_size) != (c.info.nar_hash, c.info.nar_size) {
+                return Err(corrupt(format!(
+                    "the unpacked archive is {nar_size} bytes with {nar_hash}, the narinfo says {} bytes with {}",
+                    c.info.nar_size, c.info.nar_hash
+                )));
+            }
+            let actual = OutputHash::from_bytes(tree::hash_path(dest).map_err(|source| {
+                SubstituteError::Tree {
+                    name: name.clone(),
+                    source,
+                }
+            })?);
+            if actual != c.info.output_hash {
+                return Err(SubstituteError::OutputHash {
+                    cache: url.clone(),
+                    name: name.clone(),
+                    expected: c.info.output_hash,
+                    actual,
+                });
+            }
+            Ok(actual)
+        })();
+        reporter.report(Event::TransferFinished { id });
+        result
+    }
+}
+
+/// The `Priority` of a cache's `pybake-cache-info`, if it has one that parses; a missing file
+/// is normal for a new cache, one with another `StoreDir` is a warning (its outputs were built
+/// for another store path and would not run here).
+fn cache_priority(backend: &dyn CacheBackend, reporter: &dyn Reporter) -> Option<u32> {
+    let bytes = backend.get(CACHE_INFO, 4096).ok().flatten()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut priority = None;
+    for line in text.lines() {
+        match line.split_once(": ") {
+            Some(("StoreDir", dir)) if dir != crate::store::CANONICAL_STORE => {
+                reporter.report(Event::Warning(&format!(
+                    "substituter {} holds outputs for the store {dir}, not {}",
+                    backend.url(),
+                    crate::store::CANONICAL_STORE
+                )));
+            }
+            Some(("Priority", p)) => priority = p.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    priority
+}
+
+/// Which outputs to substitute: walking from `targets`, an output that is not valid and has a
+/// candidate whose references are all valid or substitutable in turn is substituted (and needs
+/// nothing below it but those references); any other is built, and the walk continues into
+/// what it needs. `needs(name)` gives a derivation's build inputs (empty for a name that is
+/// only a reference).
+pub fn choose(
+    targets: &[StoreName],
+    valid: &dyn Fn(&StoreName) -> bool,
+    candidates: &BTreeMap<StoreName, Vec<Candidate>>,
+    needs: &dyn Fn(&StoreName) -> Vec<StoreName>,
+) -> BTreeMap<StoreName, Candidate> {
+    // Whether `n` can be had without building, memoised; cycles (which valid references never
+    // form) count as not obtainable.
+    fn obtainable(
+        n: &StoreName,
+        valid: &dyn Fn(&StoreName) -> bool,
+        candidates: &BTreeMap<StoreName, Vec<Candidate>>,
+        memo: &mut BTreeMap<StoreName, Option<Candidate>>,
+        visiting: &mut BTreeSet<StoreName>,
+    ) -> bool {
+        if valid(n) {
+            return true;
+        }
+        if let Some(m) = memo.get(n) {
+            return m.is_some();
+        }
+        if !visiting.insert(n.clone()) {
+            return false;
+        }
+        let mut chosen = None;
+        for c in candidates.get(n).into_iter().flatten() {
+            let ok = c
+                .info
+                .references
+                .iter()
+                .filter(|r| *r != n)
+                .all(|r| obtainable(r, valid, candidates, memo, visiting));
+            if ok {
+                chosen = Some(c.clone());
+                break;
+            }
+        }
+        visiting.remove(n);
+        let ok = chosen.is_some();
+        memo.insert(n.clone(), chosen);
+        ok
+    }
+
+    let mut memo: BTreeMap<StoreName, Option<Candidate>> = BTreeMap::new();
+    let mut out: BTreeMap<StoreName, Candidate> = BTreeMap::new();
+    let mut seen: BTreeSet<StoreName> = BTreeSet::new();
+    let mut queue: Vec<StoreName> = targets.to_vec();
+    while let Some(n) = queue.pop() {
+        if !seen.insert(n.clone()) || valid(&n) {
+            continue;
+        }
+        if obtainable(&n, valid, candidates, &mut memo, &mut BTreeSet::new()) {
+            add_with_references(&n, valid, &memo, &mut out);
+        } else {
+            queue.extend(needs(&n));
+        }
+    }
+    out
+}
+
+fn add_with_references(
+    n: &StoreName,
+    valid: &dyn Fn(&StoreName) -> bool,
+    memo: &BTreeMap<StoreName, Option<Candidate>>,
+    out: &mut BTreeMap<StoreName, Candidate>,
+) {
+    if valid(n) || out.contains_key(n) {
+        return;
+    }
+    let Some(Some(c)) = memo.get(n) else { return };
+    out.insert(n.clone(), c.clone());
+    for r in &c.info.references {
+        if r != n {
+            add_with_references(r, valid, memo, out);
+        }
+    }
+}
