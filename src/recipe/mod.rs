@@ -58,6 +58,21 @@ impl RecipeSet {
         use rayon::prelude::*;
         let all: Vec<Result<Parsed, RecipeError>> =
             files.par_iter().map(|f| parse_file(f)).collect();
+        Self::resolve_all(dir, all)
+    }
+
+    /// What [`Self::load`] does once it has read the files: parses and validates recipes given
+    /// as `(file, text)` in name order, as if read from `dir` (where `path` sources are looked
+    /// up). Lets the fuzz target (fuzz/) drive the loader without touching the disk.
+    pub fn from_texts(dir: &Path, files: Vec<(PathBuf, String)>) -> Result<Self, RecipeError> {
+        let all = files
+            .into_iter()
+            .map(|(file, text)| parse_text(file, text))
+            .collect();
+        Self::resolve_all(dir, all)
+    }
+
+    fn resolve_all(dir: &Path, all: Vec<Result<Parsed, RecipeError>>) -> Result<Self, RecipeError> {
         let mut parsed: BTreeMap<String, Parsed> = BTreeMap::new();
         for p in all {
             let p = p?;
@@ -99,18 +114,18 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
         file: file.to_path_buf(),
         source: e,
     })?;
+    parse_text(file.to_path_buf(), text)
+}
+
+fn parse_text(file: PathBuf, text: String) -> Result<Parsed, RecipeError> {
     let raw: RawRecipe = toml::from_str(&text).map_err(|e| RecipeError::Syntax {
         at: Location {
-            file: file.to_path_buf(),
+            file: file.clone(),
             line: e.span().map(|s| line_of(&text, s.start)),
         },
         message: e.message().trim().to_string(),
     })?;
-    Ok(Parsed {
-        raw,
-        file: file.to_path_buf(),
-        text,
-    })
+    Ok(Parsed { raw, file, text })
 }
 
 /// The chain `name`, its parent, its grandparent, ... (child first).
