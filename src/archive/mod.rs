@@ -6,7 +6,8 @@
 //!   component of an entry is checked with `lstat` to be a real directory, and files are created
 //!   with `O_EXCL`, which does not follow a symlink in the last component.
 //! - An entry is refused (the whole unpack fails, naming the archive and the entry) if its path is
-//!   absolute or has a `..` component, if it is a device or fifo node, if it is a hard link to
+//!   absolute or has a `..` component, if it is a device or fifo node or a (GNU) sparse file
+//!   (whose declared size, unbounded, need not match the bytes it stores), if it is a hard link to
 //!   anything but a regular file unpacked earlier from the same archive, or if it is a symlink
 //!   whose target might resolve outside `dest`.
 //! - Symlink targets MUST be relative, and `..` may appear only as leading components, no more of
@@ -264,7 +265,7 @@ impl Unpacker<'_> {
             self.symlinks.remove(&comps);
             match kind {
                 EntryType::Directory => self.make_dir(&name, &comps)?,
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                EntryType::Regular | EntryType::Continuous => {
                     let mode = entry.header().mode().map_err(|e| self.read_err(e))?;
                     self.make_file(&name, &comps, mode, &mut entry)?;
                 }
@@ -279,6 +280,9 @@ impl Unpacker<'_> {
                 EntryType::Char => return Err(self.special(&name, "character device")),
                 EntryType::Block => return Err(self.special(&name, "block device")),
                 EntryType::Fifo => return Err(self.special(&name, "fifo")),
+                // Its declared size is independent of the bytes stored: a few hundred bytes
+                // could make us write a terabyte of zeros.
+                EntryType::GNUSparse => return Err(self.special(&name, "sparse file")),
                 _ => return Err(self.special(&name, "entry of an unknown type")),
             }
         }
