@@ -124,11 +124,17 @@ impl Lockfile {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_slice(&bytes, path)
+    }
+
+    /// Parses the contents of a lockfile; `path` is only for messages. (The fuzz target in
+    /// fuzz/ calls this directly.)
+    pub fn from_slice(bytes: &[u8], path: &Path) -> Result<Self, LockError> {
         let parse = |source| LockError::Parse {
             path: path.to_path_buf(),
             source,
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(parse)?;
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(parse)?;
         match value.get("format").and_then(|f| f.as_u64()) {
             Some(LOCK_FORMAT) => {}
             other => {
@@ -407,6 +413,18 @@ mod tests {
         );
         assert_eq!(l.recipes_downloading(&SourceHash::of(b"url")), ["a"]);
         assert!(l.recipes_downloading(&SourceHash::of(b"dir")).is_empty());
+    }
+
+    #[test]
+    fn reads_from_bytes_like_from_a_file() {
+        let l = Lockfile::empty();
+        let path = Path::new("dir/lockfile.json");
+        assert_eq!(
+            Lockfile::from_slice(l.to_json().as_bytes(), path).unwrap(),
+            l
+        );
+        let e = Lockfile::from_slice(b"{", path).unwrap_err().to_string();
+        assert!(e.contains("dir/lockfile.json is not valid"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   follows symlinks, so a caller MUST NOT pass a `dest` that is, or passes through, a symlink
 //!   someone else could have placed (`build::sources` checks each component below `$src` first).
 //! - An entry is refused (the whole unpack fails, naming the archive and the entry) if its path is
-//!   absolute or has a `..` component, if it is a device or fifo node, if it is a hard link to
+//!   absolute or has a `..` component, if it is a device or fifo node or a (GNU) sparse file
+//!   (whose declared size, unbounded, need not match the bytes it stores), if it is a hard link to
 //!   anything but a regular file unpacked earlier from the same archive, or if it is a symlink
 //!   whose target might resolve outside `dest`.
 //! - Symlink targets MUST be relative, and `..` may appear only as leading components, no more of
@@ -401,7 +402,7 @@ impl Unpacker<'_> {
             self.symlinks.remove(&comps);
             match (kind, symlink) {
                 (EntryType::Directory, _) => self.make_dir(&name, &comps)?,
-                (EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse, _) => {
+                (EntryType::Regular | EntryType::Continuous, _) => {
                     let mode = entry.header().mode().map_err(|e| self.read_err(e))?;
                     self.make_file(&name, &comps, mode, &mut entry)?;
                 }
@@ -415,6 +416,9 @@ impl Unpacker<'_> {
                 (EntryType::Char, _) => return Err(self.special(&name, "character device")),
                 (EntryType::Block, _) => return Err(self.special(&name, "block device")),
                 (EntryType::Fifo, _) => return Err(self.special(&name, "fifo")),
+                // Its declared size is independent of the bytes stored: a few hundred bytes
+                // could make us write a terabyte of zeros.
+                (EntryType::GNUSparse, _) => return Err(self.special(&name, "sparse file")),
                 _ => return Err(self.special(&name, "entry of an unknown type")),
             }
         }

@@ -400,6 +400,37 @@ fn refuses_device_and_fifo_nodes() {
 }
 
 #[test]
+fn refuses_sparse_files() {
+    // A GNU sparse entry declares its size apart from the bytes it stores: this one stores none
+    // and declares 256 MiB of zeros, and 1 TiB would cost no more bytes.
+    let mut h = tar::Header::new_gnu();
+    h.set_path("pkg/big").unwrap();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(0);
+    let octal = |n: u64| {
+        let mut field = [0u8; 12];
+        field[..11].copy_from_slice(format!("{n:011o}").as_bytes());
+        field
+    };
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.sparse[0].offset = octal(256 << 20);
+    gnu.sparse[0].numbytes = octal(0);
+    gnu.realsize = octal(256 << 20);
+    h.set_cksum();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append(&h, &[][..]).unwrap();
+    let s = Scratch::new();
+    let reason = s.assert_refused(s.unpack(&tar.into_inner().unwrap()), "pkg/big");
+    assert_eq!(
+        reason,
+        UnsafeReason::Special {
+            kind: "sparse file"
+        }
+    );
+}
+
+#[test]
 fn merges_into_existing_directories_but_never_replaces_files() {
     let s = Scratch::new();
     fs_err::create_dir_all(s.dest().join("lib")).unwrap();

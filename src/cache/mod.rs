@@ -54,6 +54,7 @@ pub mod substitute;
 // backends
 pub mod file;
 pub mod http;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 /// A boxed cause, as the network libraries give them.
@@ -297,7 +298,13 @@ pub fn open_cache(url: &str) -> Result<Box<dyn CacheBackend>, CacheError> {
     match scheme {
         Some("file") => Ok(Box::new(file::FileCache::new(url)?)),
         Some("http" | "https") => Ok(Box::new(http::HttpCache::new(url)?)),
+        #[cfg(feature = "s3")]
         Some("s3") => Ok(Box::new(s3::S3Cache::new(url, std::env::vars())?)),
+        #[cfg(not(feature = "s3"))]
+        Some("s3") => Err(CacheError::BadUrl {
+            url: url.to_string(),
+            reason: "this pybake was built without S3 support (cargo feature `s3`)".into(),
+        }),
         _ => Err(CacheError::BadUrl {
             url: url.to_string(),
             reason: "expected file:///DIR, http(s)://HOST/PREFIX or s3://BUCKET/PREFIX".into(),

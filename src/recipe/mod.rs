@@ -56,8 +56,6 @@ impl RecipeSet {
             dir: dir.to_path_buf(),
             source: e,
         };
-        // `path` sources are confined to the real directory, symlinks resolved.
-        let real_dir = dir.canonicalize().map_err(read_dir)?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(read_dir)?
             .map(|e| e.map(|e| e.path()))
@@ -71,6 +69,26 @@ impl RecipeSet {
         use rayon::prelude::*;
         let all: Vec<Result<Parsed, RecipeError>> =
             files.par_iter().map(|f| parse_file(f)).collect();
+        Self::resolve_all(dir, all)
+    }
+
+    /// What [`Self::load`] does once it has read the files: parses and validates recipes given
+    /// as `(file, text)` in name order, as if read from `dir` (where `path` sources are looked
+    /// up). Lets the fuzz target (fuzz/) drive the loader without touching the disk.
+    pub fn from_texts(dir: &Path, files: Vec<(PathBuf, String)>) -> Result<Self, RecipeError> {
+        let all = files
+            .into_iter()
+            .map(|(file, text)| parse_text(file, text))
+            .collect();
+        Self::resolve_all(dir, all)
+    }
+
+    fn resolve_all(dir: &Path, all: Vec<Result<Parsed, RecipeError>>) -> Result<Self, RecipeError> {
+        // `path` sources are confined to the real directory, symlinks resolved.
+        let real_dir = dir.canonicalize().map_err(|e| RecipeError::ReadDir {
+            dir: dir.to_path_buf(),
+            source: e,
+        })?;
         let mut parsed: BTreeMap<String, Parsed> = BTreeMap::new();
         for p in all {
             let p = p?;
@@ -140,18 +158,18 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
             });
         }
     };
+    parse_text(file.to_path_buf(), text)
+}
+
+fn parse_text(file: PathBuf, text: String) -> Result<Parsed, RecipeError> {
     let raw: RawRecipe = toml::from_str(&text).map_err(|e| RecipeError::Syntax {
         at: match e.span() {
-            Some(s) => Location::of_span(file, &text, s),
-            None => Location::at_line(file, None),
+            Some(s) => Location::of_span(&file, &text, s),
+            None => Location::at_line(&file, None),
         },
         message: e.message().trim().to_string(),
     })?;
-    Ok(Parsed {
-        raw,
-        file: file.to_path_buf(),
-        text,
-    })
+    Ok(Parsed { raw, file, text })
 }
 
 /// What a file that is not a regular file is, for messages.

@@ -161,3 +161,36 @@ fn only_regular_files_are_read_as_recipes() {
     assert!(matches!(e, RecipeError::NotAFile { .. }), "{e}");
     assert!(e.to_string().contains("d.toml is a directory"), "{e}");
 }
+
+#[test]
+fn texts_load_like_files() {
+    let t = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "a.toml",
+            "name = \"a\"\nversion = \"1\"\nsteps = [\"true\"]\n",
+        ),
+        ("b.toml", "name = \"b\"\nextends = \"a\"\ndeps = [\"a\"]\n"),
+    ];
+    for (f, text) in files {
+        write(t.path(), f, text);
+    }
+    let texts = files
+        .iter()
+        .map(|(f, text)| (t.path().join(f), text.to_string()))
+        .collect();
+    let from_texts = RecipeSet::from_texts(t.path(), texts).unwrap();
+    assert_eq!(
+        from_texts.recipes,
+        RecipeSet::load(t.path()).unwrap().recipes
+    );
+
+    let bad = vec![(
+        t.path().join("c.toml"),
+        "name = \"c\"\nversion = [\n".into(),
+    )];
+    let e = RecipeSet::from_texts(t.path(), bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c.toml:3: invalid array"), "{e}");
+}
