@@ -113,6 +113,9 @@ pub struct DrvRecord {
     pub sources: Vec<SourceInput>,
     /// Direct dependencies by recipe name (the root is in `builds_on`).
     pub deps: BTreeMap<String, DepInput>,
+    /// Dependencies whose store paths are blanked out of the output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_references_to: Vec<String>,
 }
 
 impl DrvRecord {
@@ -135,6 +138,7 @@ impl DrvRecord {
             file: _,        // where the recipe lives
             deps: _,        // recorded through `deps`, with each dependency's derivation hash
             root: _,        // recorded through `builds_on`
+            remove_references_to,
             steps,
             env,
             sources,
@@ -171,6 +175,7 @@ impl DrvRecord {
             env: env.clone(),
             sources,
             deps,
+            remove_references_to: remove_references_to.clone(),
         }
     }
 
@@ -187,6 +192,7 @@ impl DrvRecord {
             env,
             sources,
             deps,
+            remove_references_to,
         } = self;
         let mut c = Canon::new();
         c.field("scheme", scheme)
@@ -228,6 +234,11 @@ impl DrvRecord {
         ) in deps
         {
             c.str(name).bytes(drv_hash.as_bytes());
+        }
+        // Only when used, so that the hashes of recipes without it stay as they were: an item
+        // appended to a length-prefixed stream cannot make it equal another one.
+        if !remove_references_to.is_empty() {
+            c.str("remove-references-to").str_list(remove_references_to);
         }
         DrvHash::from_bytes(c.finish())
     }
@@ -340,6 +351,7 @@ mod tests {
                 at: crate::recipe::Location::at_line(Path::new("/somewhere/hello.toml"), Some(3)),
             }],
             root: None,
+            remove_references_to: vec![],
             steps: vec!["cc -o hello $src/hello.c".into()],
             env: BTreeMap::from([("GREETING".into(), "hi".into())]),
             sources: vec![Source {

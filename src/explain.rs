@@ -123,6 +123,11 @@ pub enum Change {
         old: String,
         new: String,
     },
+    /// `remove-references-to` changed.
+    RemovedReferences {
+        old: Vec<String>,
+        new: Vec<String>,
+    },
     /// Builds on another kind of thing, another root recipe, or another host.
     BuildsOn {
         old: BuildsOn,
@@ -262,6 +267,7 @@ fn shallow(old: &DrvRecord, new: &DrvRecord) -> (Vec<Change>, Vec<Link>) {
         env,
         sources,
         deps,
+        remove_references_to,
     } = new;
     let mut out = Vec::new();
     let mut links = Vec::new();
@@ -312,6 +318,12 @@ fn shallow(old: &DrvRecord, new: &DrvRecord) -> (Vec<Change>, Vec<Link>) {
             old: a.clone(),
             new: b.clone(),
         }),
+    }
+    if old.remove_references_to != *remove_references_to {
+        out.push(Change::RemovedReferences {
+            old: old.remove_references_to.clone(),
+            new: remove_references_to.clone(),
+        });
     }
     out.extend(step_changes(&old.steps, steps));
     out.extend(env_changes(&old.env, env));
@@ -511,6 +523,12 @@ impl fmt::Display for Change {
             Change::Platform { old, new } => write!(f, "platform changed: {old} -> {new}"),
             Change::Name { old, new } => write!(f, "name changed: {old} -> {new}"),
             Change::Version { old, new } => write!(f, "version changed: {old} -> {new}"),
+            Change::RemovedReferences { old, new } => write!(
+                f,
+                "remove-references-to changed: [{}] -> [{}]",
+                old.join(", "),
+                new.join(", ")
+            ),
             Change::BuildsOn { old, new } => match (old, new) {
                 (BuildsOn::Host(a), BuildsOn::Host(b)) => {
                     write!(f, "host identity changed: {a} -> {b}")

@@ -296,3 +296,40 @@ fn a_plain_log_has_a_heartbeat_and_ends_with_a_summary() {
         r.stderr
     );
 }
+
+#[test]
+fn remove_references_to_drops_a_build_tool_from_the_runtime_closure() {
+    let p = hello_project();
+    p.recipe(
+        "uses",
+        "name = \"uses\"\nversion = \"1\"\ndeps = [\"greeting\"]\nremove-references-to = [\"greeting\"]\nsteps = [\"mkdir $out && echo \\\"built with $DEP_GREETING/bin/greet\\\" > $out/config\"]\n",
+    );
+    let path = p.run(&["realize", "uses"]).ok().line();
+    let meta = meta_of(&p.store(), &path);
+    assert_eq!(meta["references"], serde_json::json!([]), "{meta}");
+    let config = std::fs::read_to_string(format!("{path}/config")).unwrap();
+    assert!(
+        config.contains(&format!("/{}-greeting-1/bin/greet", "e".repeat(32))),
+        "{config}"
+    );
+    // Without the field, the same output references greeting.
+    p.recipe(
+        "keeps",
+        "name = \"keeps\"\nversion = \"1\"\ndeps = [\"greeting\"]\nsteps = [\"mkdir $out && echo \\\"built with $DEP_GREETING/bin/greet\\\" > $out/config\"]\n",
+    );
+    let path = p.run(&["realize", "keeps"]).ok().line();
+    let refs = meta_of(&p.store(), &path)["references"].clone();
+    assert_eq!(refs.as_array().unwrap().len(), 1, "{refs}");
+    // Only a dependency can be named.
+    p.recipe(
+        "bad",
+        "name = \"bad\"\nversion = \"1\"\nremove-references-to = [\"greeting\"]\nsteps = [\"mkdir $out\"]\n",
+    );
+    let r = p.run(&["plan", "bad"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("bad.toml:3") && r.stderr.contains("is not in `deps`"),
+        "{}",
+        r.stderr
+    );
+}

@@ -9,6 +9,7 @@
 mod build_user;
 mod env;
 mod prepare;
+mod references;
 mod sandbox;
 mod scan;
 pub mod shell;
@@ -256,6 +257,13 @@ impl Builder<'_> {
             }
             // Before hashing: what is hashed is what gets stored.
             crate::store::unshare_hard_links(&built)?;
+            let blank: Vec<StoreName> = job
+                .deps
+                .iter()
+                .filter(|(n, _)| recipe.remove_references_to.iter().any(|r| r == n))
+                .map(|(_, s)| s.clone())
+                .collect();
+            references::blank_out(&built, &blank).map_err(io(&built))?;
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
             meta.build_seconds = started.elapsed().as_secs_f64();
             if then == Then::Compare {

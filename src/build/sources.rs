@@ -288,6 +288,7 @@ mod tests {
                 file: "r.toml".into(),
                 deps: vec![],
                 root: None,
+                remove_references_to: vec![],
                 steps: vec![],
                 env: Default::default(),
                 provides: Default::default(),

@@ -12,6 +12,7 @@ fn rec(name: &str) -> DrvRecord {
         env: BTreeMap::from([("X".into(), "1".into())]),
         sources: vec![],
         deps: BTreeMap::new(),
+        remove_references_to: vec![],
     }
 }
 

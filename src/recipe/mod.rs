@@ -327,6 +327,28 @@ fn resolve(
         at: p.at(Some(r.span())),
     });
 
+    let remove_references_to = match nearest(&chain, |r| r.remove_references_to.as_ref()) {
+        Some((p, names)) => names
+            .iter()
+            .map(|n| {
+                if deps.iter().any(|d| &d.name == n.get_ref()) {
+                    Ok(n.get_ref().clone())
+                } else {
+                    Err(bad(
+                        p,
+                        Some(n.span()),
+                        "remove-references-to",
+                        format!(
+                            "`{}` is not in `deps`: only a dependency's store path can be removed from the output",
+                            n.get_ref()
+                        ),
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+
     let steps: Vec<String> = nearest(&chain, |r| r.steps.as_ref())
         .map(|(_, s)| s.iter().map(|s| s.get_ref().clone()).collect())
         .unwrap_or_default();
@@ -414,6 +436,7 @@ fn resolve(
         file: me.file.clone(),
         deps,
         root,
+        remove_references_to,
         steps,
         env,
         sources,

@@ -20,6 +20,10 @@ pub struct RawRecipe {
     /// The recipe whose output is `/` for this recipe's steps.
     pub root: Option<Spanned<String>>,
     pub deps: Option<Vec<Spanned<String>>>,
+    /// Dependencies whose store paths are blanked out of the output after the build (Nix's
+    /// remove-references-to), so that they are not runtime references.
+    #[serde(rename = "remove-references-to")]
+    pub remove_references_to: Option<Vec<Spanned<String>>>,
     pub steps: Option<Vec<Spanned<String>>>,
     pub env: Option<BTreeMap<String, Spanned<String>>>,
     pub sources: Option<Vec<Spanned<RawSource>>>,

@@ -32,6 +32,9 @@ pub struct Recipe {
     /// The recipe whose output the steps run on as `/` (read-only); `None` builds on the host's
     /// `/usr` (a host build).
     pub root: Option<Dep>,
+    /// Direct dependencies (names, a subset of `deps`) whose store paths are blanked out of the
+    /// output after the build: build-time tools whose paths an output records but never uses.
+    pub remove_references_to: Vec<String>,
     pub steps: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub sources: Vec<Source>,

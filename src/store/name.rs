@@ -44,6 +44,9 @@ pub struct BadStoreName {
 }
 
 impl StoreName {
+    /// The length of the hash part.
+    pub const HASH_LEN: usize = HASH_CHARS;
+
     /// The store name of a derivation; `name` and `version` come from a checked recipe.
     pub fn new(drv: &DrvHash, name: &str, version: &str) -> Self {
         let s = format!("{}-{name}-{version}", &drv.to_hex()[..HASH_CHARS]);
