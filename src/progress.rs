@@ -90,9 +90,17 @@ pub fn for_stderr() -> Box<dyn Reporter> {
     }
 }
 
-fn first_line(step: &str) -> &str {
-    step.lines().next().unwrap_or("")
+/// A step as one short line: its first line, cut at [`STEP_SHOWN`] characters.
+fn first_line(step: &str) -> std::borrow::Cow<'_, str> {
+    let line = step.lines().next().unwrap_or("");
+    match line.char_indices().nth(STEP_SHOWN) {
+        Some((at, _)) => format!("{}...", &line[..at]).into(),
+        None => line.into(),
+    }
 }
+
+/// How much of a step a progress line shows (the log has all of it).
+const STEP_SHOWN: usize = 100;
 
 fn plan_line(build: usize, substitute: usize, cached: usize) -> String {
     if substitute > 0 {
