@@ -205,7 +205,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ArchiveError> {
     };
     let mut file = fs_err::File::open(archive).map_err(open_err)?;
     let mut magic = [0u8; deb::AR_MAGIC.len()];
-    let n = read_up_to(&mut file, &mut magic).map_err(open_err)?;
+    let n = crate::hash::read_up_to(&mut file, &mut magic).map_err(open_err)?;
     if magic[..n] == deb::AR_MAGIC[..] {
         let package = deb::read(archive, &mut file)?;
         let (offset, len) = package.data;
@@ -228,7 +228,7 @@ fn decompress<'a>(
         source,
     };
     let mut magic = [0u8; 6];
-    let n = read_up_to(&mut reader, &mut magic).map_err(read_err)?;
+    let n = crate::hash::read_up_to(&mut reader, &mut magic).map_err(read_err)?;
     let reader = io::Cursor::new(magic[..n].to_vec()).chain(reader);
     Ok(match &magic[..n] {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(reader)),
@@ -317,18 +317,6 @@ fn unsupported(archive: &Path, format: &'static str) -> ArchiveError {
     }
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
 
 /// What the top level of the archive looks like so far.
 enum Top {

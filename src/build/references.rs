@@ -9,7 +9,7 @@
 //! streamed with bounded memory.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -76,7 +76,7 @@ fn contains_any(path: &Path, finders: &[memmem::Finder]) -> io::Result<bool> {
     let mut buf = vec![0u8; CHUNK + keep];
     let mut carried = 0;
     loop {
-        let n = read_full(&mut f, &mut buf[carried..])?;
+        let n = crate::hash::read_up_to(&mut f, &mut buf[carried..])?;
         if n == 0 {
             return Ok(false);
         }
@@ -104,7 +104,7 @@ fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
         let mut buf = vec![0u8; CHUNK + keep];
         let mut carried = 0;
         loop {
-            let n = read_full(&mut input, &mut buf[carried..])?;
+            let n = crate::hash::read_up_to(&mut input, &mut buf[carried..])?;
             let len = carried + n;
             replace_all(&mut buf[..len], finders);
             if n == 0 {
@@ -125,19 +125,6 @@ fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
 
 #[cfg(test)]
 mod tests {

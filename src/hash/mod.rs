@@ -8,4 +8,4 @@ pub mod tree;
 
 pub use canon::Canon;
 pub use digest::{DrvHash, FileHash, NarHash, OutputHash, ParseDigestError, SourceHash};
-pub use reader::HashingReader;
+pub use reader::{read_up_to, HashingReader};

@@ -6,6 +6,21 @@ use sha2::{Digest, Sha256};
 
 use super::SourceHash;
 
+/// Reads until `buf` is full or the input ends; the number of bytes read. Chunked readers use
+/// it so that each chunk but the last is whole (a short read is not the end).
+pub fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
