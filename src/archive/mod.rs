@@ -317,7 +317,6 @@ fn unsupported(archive: &Path, format: &'static str) -> ArchiveError {
     }
 }
 
-
 /// What the top level of the archive looks like so far.
 enum Top {
     Empty,

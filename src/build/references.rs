@@ -125,7 +125,6 @@ fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ impl FileCache {
         if rest.contains(['?', '#']) {
             return Err(bad("a file URL takes no query or fragment"));
         }
-        let root = PathBuf::from(OsString::from_vec(percent_decode(rest)));
+        let root = PathBuf::from(OsString::from_vec(crate::fetch::percent_decode(rest)));
         Ok(Self {
             root,
             url: url.trim_end_matches('/').to_string(),
@@ -328,31 +328,6 @@ fn unlinkat(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// `%XX` to the byte it names; a `%` not followed by two hex digits stays as it is.
-fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

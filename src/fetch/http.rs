@@ -205,6 +205,32 @@ impl<'a> Downloader<'a> {
     }
 }
 
+/// `%XX` to the byte it names; a `%` not followed by two hex digits stays as it is. For `file://`
+/// URLs, here and in the directory cache.
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Whether a body read ran out of time. reqwest's blocking reader reports its own read timeout
 /// as an `Other` error wrapping a `reqwest::Error` (a "decode" error whose cause is the timeout),
 /// so the kind alone is not enough.
@@ -229,24 +255,7 @@ fn file_path(url: &str) -> Option<Result<PathBuf, &'static str>> {
             "a file URL must name an absolute path: file:///dir/file",
         ));
     }
-    let bytes = rest.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+    let out = percent_decode(rest);
     use std::os::unix::ffi::OsStringExt;
     Some(Ok(PathBuf::from(std::ffi::OsString::from_vec(out))))
 }

@@ -56,6 +56,7 @@ mod mirrors;
 mod store;
 
 pub use error::{Attempt, ConfigError, Failure, FetchError, LockedSizeWrong, Timeout};
+pub use http::percent_decode;
 pub use store::{import, stored};
 
 /// How to fetch: mirrors, network policy, timeouts and size limits.
