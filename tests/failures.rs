@@ -324,17 +324,17 @@ steps = [
 
 #[test]
 fn killing_pybake_kills_every_process_of_an_unsandboxed_step() {
-    for (i, sig) in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGKILL]
-        .into_iter()
-        .enumerate()
-    {
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGKILL];
+    let cases = SUPERVISORS
+        .iter()
+        .flat_map(|s| signals.iter().map(move |sig| (*s, *sig)));
+    for (i, (supervisor, sig)) in cases.enumerate() {
         // A tag no other test or process uses: `sleep` takes it as a long duration.
         let tag = format!("9{}{}7", std::process::id() % 1000, i);
         let marker = tempfile::tempdir().unwrap();
         let started = marker.path().join("started");
         let p = process_tree_project(&tag, &started);
-        let mut child = p
-            .cmd(&["realize", "--sandbox", "off", "tree"])
+        let mut child = supervised(p.cmd(&["realize", "--sandbox", "off", "tree"]), supervisor)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -349,24 +349,45 @@ fn killing_pybake_kills_every_process_of_an_unsandboxed_step() {
         let left = wait_until_gone(&tag);
         assert!(
             left.is_empty(),
-            "signal {sig}: processes left running: {left:?}"
+            "{supervisor:?} supervisor, signal {sig}: processes left running: {left:?}"
         );
     }
 }
 
+/// The two ways an unsandboxed step is supervised: as root a PID namespace of its own (the
+/// default), otherwise a supervisor process (forced here by the variable, so that root tests
+/// both).
+const SUPERVISORS: [Option<&str>; 2] = [None, Some("process")];
+
+fn supervised(mut c: std::process::Command, supervisor: Option<&str>) -> std::process::Command {
+    if let Some(s) = supervisor {
+        c.env("PYBAKE_SUPERVISOR", s);
+    }
+    c
+}
+
 #[test]
 fn a_step_that_leaves_processes_behind_has_them_killed_when_it_ends() {
-    let tag = format!("8{}7", std::process::id() % 1000);
-    let p = Project::new();
-    p.recipe(
-        "daemon",
-        &format!(
-            "name = \"daemon\"\nversion = \"1\"\nsteps = [\"sleep {tag} > /dev/null 2>&1 &\", \"mkdir -p $out\"]\n"
-        ),
-    );
-    p.run(&["realize", "--sandbox", "off", "daemon"]).ok();
-    let left = wait_until_gone(&tag);
-    assert!(left.is_empty(), "processes left running: {left:?}");
+    for (i, supervisor) in SUPERVISORS.into_iter().enumerate() {
+        let tag = format!("8{}{i}7", std::process::id() % 1000);
+        let p = Project::new();
+        p.recipe(
+            "daemon",
+            &format!(
+                "name = \"daemon\"\nversion = \"1\"\nsteps = [\"sleep {tag} > /dev/null 2>&1 &\", \"setsid sleep {tag}1 > /dev/null 2>&1 &\", \"mkdir -p $out\"]\n"
+            ),
+        );
+        let mut c = supervised(
+            p.cmd(&["realize", "--sandbox", "off", "daemon"]),
+            supervisor,
+        );
+        Run::from(c.output().unwrap()).ok();
+        let left = wait_until_gone(&tag);
+        assert!(
+            left.is_empty(),
+            "{supervisor:?} supervisor: processes left running: {left:?}"
+        );
+    }
 }
 
 #[test]
@@ -377,7 +398,17 @@ fn a_step_killed_by_a_signal_is_reported_as_such() {
         "name = \"selfkill\"\nversion = \"1\"\nsteps = [\"kill -9 $$\"]\n",
     );
     // The supervisor of an unsandboxed step dies the way the step did.
-    let r = p.run(&["realize", "--sandbox", "off", "selfkill"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("failed with signal 9"), "{}", r.stderr);
+    for supervisor in SUPERVISORS {
+        let mut c = supervised(
+            p.cmd(&["realize", "--sandbox", "off", "selfkill"]),
+            supervisor,
+        );
+        let r = Run::from(c.output().unwrap());
+        assert_eq!(r.code, 1, "{supervisor:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("failed with signal 9"),
+            "{supervisor:?}: {}",
+            r.stderr
+        );
+    }
 }

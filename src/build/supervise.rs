@@ -2,7 +2,16 @@
 //! or pybake. (Inside bubblewrap the PID namespace does this: when bubblewrap dies, the kernel
 //! kills every process in it.)
 //!
-//! The supervisor is pybake itself, started as `pybake __supervise PARENT -- PROGRAM ARGS...`:
+//! When pybake is root, the step gets a PID namespace of its own too, with no exec to pay for:
+//! the child pybake forks (C) enters a new PID namespace and forks its init (G, pid 1 there),
+//! which forks the step (S, pid 2, which execs the shell). G reaps everything in the namespace
+//! and ends as soon as S does; the kernel then kills whatever is left in it, daemons and
+//! `setsid` escapees included. C dies with pybake's build thread (`PR_SET_PDEATHSIG`), G with
+//! C, and the namespace with G; C ends the way S did. C and G only make system calls (they run
+//! between fork and exec of a multi-threaded process).
+//!
+//! Otherwise (a user without the right to make a PID namespace) the supervisor is pybake
+//! itself, started as `pybake __supervise PARENT -- PROGRAM ARGS...`:
 //! - it is a child subreaper, so processes the step orphans (a `make -j` tree whose shell died,
 //!   a daemon that double-forked) become its children rather than init's;
 //! - it asks for SIGTERM when its parent (pybake's build thread) dies, by any signal, SIGKILL
@@ -23,6 +32,19 @@ pub const SUBCOMMAND: &str = "__supervise";
 
 /// A command that runs `program args` under a supervisor whose parent is this process.
 pub fn command(program: &str, args: &[&str]) -> Command {
+    // PYBAKE_SUPERVISOR=process forces the other way (the tests cover both as root).
+    let forced = std::env::var_os("PYBAKE_SUPERVISOR").is_some_and(|v| v == "process");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && !forced {
+        let mut c = Command::new(program);
+        c.args(args);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure only makes system calls (see `in_pid_namespace`).
+        unsafe {
+            c.pre_exec(move || in_pid_namespace(parent));
+        }
+        return c;
+    }
     // /proc/self/exe is this very binary even if the file was replaced since it started.
     let mut c = Command::new("/proc/self/exe");
     c.arg(SUBCOMMAND)
@@ -31,6 +53,111 @@ pub fn command(program: &str, args: &[&str]) -> Command {
         .arg(program)
         .args(args);
     c
+}
+
+/// Runs in C, the child of `Command::spawn`, before its exec: returns `Ok` only in S (which then
+/// execs the step); C and G end with `_exit` and never return.
+fn in_pid_namespace(parent: libc::pid_t) -> std::io::Result<()> {
+    let fail = || std::io::Error::last_os_error();
+    // SAFETY: system calls only, on this process's own descriptors and memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != parent {
+            libc::_exit(128 + libc::SIGKILL);
+        }
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            return Err(fail());
+        }
+        // G reports S's wait status through this pipe (an exit code cannot carry a signal: the
+        // namespace's init cannot kill itself with one).
+        let mut fds = [0 as libc::c_int; 2];
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(fail());
+        }
+        let (rd, wr) = (fds[0], fds[1]);
+        let g = libc::fork();
+        if g < 0 {
+            return Err(fail());
+        }
+        if g == 0 {
+            // G, pid 1 of the new namespace.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            libc::close(rd);
+            let s = libc::fork();
+            if s < 0 {
+                libc::_exit(127);
+            }
+            if s == 0 {
+                libc::close(wr);
+                return Ok(());
+            }
+            // Command's exec-error pipe goes too, so that pybake sees S's exec as C's.
+            close_all_but(wr);
+            let status = wait_for(s, true);
+            libc::write(wr, (&status as *const libc::c_int).cast(), 4);
+            libc::_exit(0);
+        }
+        // C.
+        libc::close(wr);
+        close_all_but(rd);
+        let g_status = wait_for(g, false);
+        let mut status: libc::c_int = 0;
+        let n = libc::read(rd, (&mut status as *mut libc::c_int).cast(), 4);
+        // Without a report, G was killed before S ended: C ends the way G did.
+        exit_like(if n == 4 { status } else { g_status })
+    }
+}
+
+/// Waits for `pid`; with `reap_all`, also reaps every other child that ends meanwhile (as the
+/// namespace's init must). Its wait status.
+unsafe fn wait_for(pid: libc::pid_t, reap_all: bool) -> libc::c_int {
+    let mut status = 0;
+    loop {
+        let r = libc::waitpid(if reap_all { -1 } else { pid }, &mut status, 0);
+        if r == pid {
+            return status;
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            libc::_exit(127);
+        }
+    }
+}
+
+/// Closes every descriptor from 3 up but `keep`.
+unsafe fn close_all_but(keep: libc::c_int) {
+    const CLOSE_RANGE: libc::c_long = 436;
+    let all = libc::c_uint::MAX;
+    let k = keep as libc::c_uint;
+    let ok = (k <= 3 || libc::syscall(CLOSE_RANGE, 3 as libc::c_uint, k - 1, 0) == 0)
+        && libc::syscall(CLOSE_RANGE, k + 1, all, 0) == 0;
+    if !ok {
+        // Kernels before 5.9.
+        for fd in 3..4096 {
+            if fd != keep {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Ends this process as `status` says its child ended, with system calls only.
+unsafe fn exit_like(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig);
+    }
+    libc::_exit(libc::WEXITSTATUS(status))
 }
 
 /// The supervisor's main function: returns the exit code, or does not return when the step died
