@@ -558,7 +558,8 @@ impl<'p> Closure<'p> {
                                         (*n).clone(),
                                         c.cache,
                                         secs,
-                                        r.map(|_| ()).map_err(|e| e.to_string()),
+                                        r.map(|_| ())
+                                            .map_err(|e| crate::cache::substitute::error_chain(&e)),
                                     )
                                 })
                             })

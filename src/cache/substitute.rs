@@ -62,9 +62,10 @@ pub struct Substituters {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubstituteError {
-    #[error("cache {cache}: {source}")]
+    #[error("cache {cache}: cannot download the archive of {name}: {source}")]
     Cache {
         cache: String,
+        name: StoreName,
         #[source]
         source: CacheError,
     },
@@ -197,7 +198,10 @@ impl Substituters {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         for (ci, cache) in self.caches.iter().enumerate() {
             let answers = cache.backend.get_many(&keys, MAX_NARINFO_SIZE as u64);
-            let mut down_reported = false;
+            // A cache that is down or denies access fails every name the same way: one warning
+            // naming the outputs, rather than one per output (or none naming any).
+            let mut down: Option<(CacheError, Vec<&StoreName>)> = None;
+            let mut denied: Option<(CacheError, Vec<&StoreName>)> = None;
             for (name, answer) in names.iter().zip(answers) {
                 let warn = |why: &str| {
                     reporter.report(Event::Warning(&format!(
@@ -208,18 +212,18 @@ impl Substituters {
                 let bytes = match answer {
                     Ok(Some(b)) => b,
                     Ok(None) => continue,
-                    Err(e @ (CacheError::Unreachable { .. } | CacheError::Transient { .. })) => {
-                        if !down_reported {
-                            down_reported = true;
-                            reporter.report(Event::Warning(&format!(
-                                "substituter {} is not answering ({e}); building what it would have given",
-                                cache.url()
-                            )));
-                        }
-                        continue;
-                    }
                     Err(e) => {
-                        warn(&e.to_string());
+                        let group = match e {
+                            CacheError::Unreachable { .. } | CacheError::Transient { .. } => {
+                                &mut down
+                            }
+                            CacheError::Unauthorized { .. } => &mut denied,
+                            e => {
+                                warn(&error_chain(&e));
+                                continue;
+                            }
+                        };
+                        group.get_or_insert_with(|| (e, Vec::new())).1.push(name);
                         continue;
                     }
                 };
@@ -236,11 +240,22 @@ impl Substituters {
                 };
                 match info.verify(&self.trusted) {
                     Ok(_) => {}
-                    Err(SigError::NoSignature) if cache.allow_unsigned => {}
+                    // allow-unsigned means "without a signature by a trusted key" (docs/config.md):
+                    // a signature by a key nobody trusts vouches for no more than none. One by a
+                    // trusted key's name that does not verify is an altered entry: never taken.
+                    Err(SigError::NoSignature | SigError::Untrusted { .. })
+                        if cache.allow_unsigned => {}
                     Err(e) => {
-                        warn(&format!(
-                            "{e} (trust its key with --trusted-public-key, or set allow-unsigned for this cache)"
-                        ));
+                        let hint = match e {
+                            SigError::NoSignature => {
+                                " (push with --secret-key, or set allow-unsigned for this cache)"
+                            }
+                            SigError::Untrusted { .. } => {
+                                " (trust its key with --trusted-public-key, or set allow-unsigned for this cache)"
+                            }
+                            SigError::Bad { .. } => "",
+                        };
+                        warn(&format!("{e}{hint}"));
                         continue;
                     }
                 }
@@ -248,6 +263,22 @@ impl Substituters {
                     .entry(name.clone())
                     .or_default()
                     .push(Candidate { cache: ci, info });
+            }
+            if let Some((e, names)) = down {
+                reporter.report(Event::Warning(&format!(
+                    "substituter {} is not answering ({}); {} will come from another cache or be built",
+                    cache.url(),
+                    error_chain(&e),
+                    names_shown(&names)
+                )));
+            }
+            if let Some((e, names)) = denied {
+                reporter.report(Event::Warning(&format!(
+                    "substituter {}: {}; this is an authorisation problem, not a missing entry: {} will come from another cache or be built",
+                    cache.url(),
+                    error_chain(&e),
+                    names_shown(&names)
+                )));
             }
         }
         found
@@ -310,6 +341,7 @@ impl Substituters {
             .open(&key)
             .map_err(|source| SubstituteError::Cache {
                 cache: url.clone(),
+                name: name.clone(),
                 source,
             })?
             .ok_or_else(|| SubstituteError::Gone {
@@ -327,19 +359,19 @@ impl Substituters {
         let result = (|| {
             let body = TransferReader::new(body, reporter, id);
             let mut z =
-                Decompressor::new(body, c.info.file_size).map_err(|e| corrupt(e.to_string()))?;
+                Decompressor::new(body, c.info.file_size).map_err(|e| corrupt(error_chain(&e)))?;
             let unpacked = unpack_nar(&mut z, dest, &NarLimits::new(c.info.nar_size));
-            // Read to the end even after an unpack error: a body longer than FileSize then
-            // shows as such, rather than as whatever the archive reader tripped on.
-            let finished = z.finish();
-            let (nar_hash, nar_size) = unpacked.map_err(|e| corrupt(e.to_string()))?;
-            let (file_hash, file_size) = finished.map_err(|e| corrupt(e.to_string()))?;
+            // Read to the end even after an unpack error, and check the file before what the
+            // archive reader says: a file longer, shorter or other than the narinfo's shows as
+            // such, rather than as whatever the archive reader tripped on.
+            let (file_hash, file_size) = z.finish().map_err(|e| corrupt(error_chain(&e)))?;
             if (file_hash, file_size) != (c.info.file_hash, c.info.file_size) {
                 return Err(corrupt(format!(
                     "the archive is {file_size} bytes with {file_hash}, the narinfo says {} bytes with {}",
                     c.info.file_size, c.info.file_hash
                 )));
             }
+            let (nar_hash, nar_size) = unpacked.map_err(|e| corrupt(error_chain(&e)))?;
             if (nar_hash, nar_size) != (c.info.nar_hash, c.info.nar_size) {
                 return Err(corrupt(format!(
                     "the unpacked archive is {nar_size} bytes with {nar_hash}, the narinfo says {} bytes with {}",
@@ -365,6 +397,37 @@ impl Substituters {
         reporter.report(Event::TransferFinished { id });
         result
     }
+}
+
+/// An error's message followed by those of its causes that it does not already include: a
+/// reason such as "cannot read the archive stream" is of no use without what went wrong below.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Up to five store names, then how many more.
+fn names_shown(names: &[&StoreName]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// The `Priority` of a cache's `pybake-cache-info`, if it has one that parses; a missing file

@@ -223,7 +223,7 @@ fn print_report(cache: &str, r: &PushReport, seconds: f64) {
     if !r.failed.is_empty() {
         eprintln!("error: {} item(s) were NOT pushed:", r.failed.len());
         for (what, e) in &r.failed {
-            eprintln!("  {what}: {e}");
+            eprintln!("  {what}: {}", crate::cache::substitute::error_chain(e));
         }
     }
 }
@@ -306,7 +306,10 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
                 ok += 1;
             }
             Err(e) => {
-                eprintln!("pybake: verify {n}: BAD: {e}");
+                eprintln!(
+                    "pybake: verify {n}: BAD: {}",
+                    crate::cache::substitute::error_chain(&e)
+                );
                 bad += 1;
             }
         }
