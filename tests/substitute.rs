@@ -527,6 +527,7 @@ suite_for_every_backend!(
     a_tampered_narinfo_is_refused,
     a_corrupt_archive_is_refused,
     a_truncated_archive_is_refused,
+    another_outputs_archive_is_refused,
     an_archive_longer_than_its_file_size_is_refused,
     a_missing_archive_is_built,
     a_narinfo_of_another_store_name_is_refused,
@@ -744,6 +745,21 @@ fn a_truncated_archive_is_refused(backend: &Backend) {
     let bytes = std::fs::read(&e.nar).unwrap();
     std::fs::write(&e.nar, &bytes[..bytes.len() - 10]).unwrap();
     let said = format!("the archive is {} bytes with sha256:", bytes.len() - 10);
+    spoilt_b_is_built(&s, &cache, &said);
+}
+
+fn another_outputs_archive_is_refused(backend: &Backend) {
+    let s = Setup::new(backend);
+    let cache = backend.cache("main");
+    s.push(&cache).ok();
+    // A well-formed archive, of a's output: only the hashes tell it is not b's.
+    let (ea, eb) = (entry(&cache, &s.name("a")), entry(&cache, &s.name("b")));
+    std::fs::copy(&ea.nar, &eb.nar).unwrap();
+    let said = format!(
+        "the narinfo says {} bytes with {}",
+        narinfo_value(&eb.narinfo, "FileSize"),
+        narinfo_value(&eb.narinfo, "FileHash")
+    );
     spoilt_b_is_built(&s, &cache, &said);
 }
 
