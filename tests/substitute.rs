@@ -538,6 +538,7 @@ suite_for_every_backend!(
     a_push_the_cache_refuses_fails_listing_what_was_not_pushed,
     verify_reports_good_and_bad_entries,
     realize_push_pushes_what_it_built,
+    plan_shows_what_would_be_substituted,
 );
 
 fn push_then_realize_substitutes_everything(backend: &Backend) {
@@ -1338,7 +1339,10 @@ fn allow_unsigned_takes_untrusted_signatures_but_never_altered_entries() {
     let s = Setup::new(&backend);
     let cache = backend.cache("main");
     s.push(&cache).ok();
-    let config = format!("[[substituters]]\nurl = \"{}\"\nallow-unsigned = true\n", cache.url);
+    let config = format!(
+        "[[substituters]]\nurl = \"{}\"\nallow-unsigned = true\n",
+        cache.url
+    );
     // Signed by a key this machine does not trust: no worse than unsigned.
     s.p.file("pybake.toml", &config);
     let r = s.pb(FRESH, &["realize", "--json", "b"]).ok();
@@ -1359,6 +1363,69 @@ fn allow_unsigned_takes_untrusted_signatures_but_never_altered_entries() {
     let r = s.pb("fresh-2", &["realize", "--json", "b"]).ok();
     assert_warned(&r.stderr, &cache.url, &s.name("b"), "does not verify");
     let st = statuses(&r.stdout);
-    assert_eq!(status_of(&st, "b").as_deref(), Some("built"), "{}", r.stderr);
+    assert_eq!(
+        status_of(&st, "b").as_deref(),
+        Some("built"),
+        "{}",
+        r.stderr
+    );
     s.assert_store_sound("fresh-2");
+}
+
+fn plan_shows_what_would_be_substituted(backend: &Backend) {
+    let s = Setup::new(backend);
+    let cache = backend.cache("main");
+    s.push(&cache).ok();
+    let path = |recipe: &str| format!("{}/{}", s.store(FRESH).display(), s.name(recipe));
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["--substituter", &cache.url];
+        args.extend(["--trusted-public-key", &s.key.public]);
+        args.extend(extra);
+        args.extend(["plan", "b"]);
+        s.pb(FRESH, &args).ok()
+    };
+    let from = format!("(from {})", cache.url);
+    // Only b and what it references at run time: tiny-root and tool are not needed.
+    let r = plan(&[]);
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("substitute {} {from}", path("a")),
+            format!("substitute {} {from}", path("b")),
+        ],
+        "{}",
+        r.stderr
+    );
+    assert!(
+        outputs(&s.store(FRESH)).is_empty(),
+        "plan downloads nothing"
+    );
+
+    let r = plan(&["--no-substitute"]);
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        ["tiny-root", "a", "tool", "b"]
+            .map(|n| format!("build  {}", path(n)))
+            .to_vec()
+    );
+
+    // b's entry refused: b is built, with what it needs; a still comes from the cache.
+    let e = entry(&cache, &s.name("b"));
+    let h = narinfo_value(&e.narinfo, "NarHash");
+    edit_narinfo(&e.narinfo, "NarHash", &other_hash(&h));
+    s.pb(FRESH, &["--no-substitute", "realize", "tiny-root"])
+        .ok();
+    let r = plan(&[]);
+    assert_warned(&r.stderr, &cache.url, &s.name("b"), "does not verify");
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("cached {}", path("tiny-root")),
+            format!("substitute {} {from}", path("a")),
+            format!("build  {}", path("tool")),
+            format!("build  {}", path("b")),
+        ],
+        "{}",
+        r.stderr
+    );
 }
