@@ -222,6 +222,8 @@ impl Setup {
         c.env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_SESSION_TOKEN");
+        // No user configuration from outside (docs/config.md): only what a test sets.
+        c.env("XDG_CONFIG_HOME", self.p.path().join("xdg"));
         c.envs(env.iter().map(|(k, v)| (k, v)));
         Run::from(c.output().expect("run pybake"))
     }
@@ -883,21 +885,28 @@ fn the_first_cache_in_priority_order_wins_and_a_bad_entry_falls_through(backend:
 fn jobs_zero_substitutes_or_fails_naming_the_recipes(backend: &Backend) {
     let s = Setup::new(backend);
     let cache = backend.cache("main");
-    // An empty cache (made by pushing nothing it could take: push a then remove it).
+    // An empty cache.
     let r = s.realize_from(FRESH, &[&cache.url], &["-j", "0", "b"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    for recipe in ["a", "b", "tool", "tiny-root"] {
-        let msg = r
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or("");
-        assert!(
-            msg.contains(recipe) && msg.contains("cannot be substituted"),
-            "names {recipe}: {}",
-            r.stderr
-        );
-    }
+    let msg = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    let named = msg
+        .split_once(" but ")
+        .and_then(|(_, rest)| rest.split_once(" cannot be substituted"))
+        .map(|(names, _)| {
+            let mut v: Vec<&str> = names.split(", ").collect();
+            v.sort();
+            v
+        });
+    assert_eq!(
+        named,
+        Some(vec!["a", "b", "tiny-root", "tool"]),
+        "the recipes it would have to build: {}",
+        r.stderr
+    );
     assert!(outputs(&s.store(FRESH)).is_empty());
 
     s.push(&cache).ok();
@@ -934,6 +943,7 @@ fn a_push_the_cache_refuses_fails_listing_what_was_not_pushed(backend: &Backend)
             for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PYBAKE_")) {
                 c.env_remove(k);
             }
+            c.env("XDG_CONFIG_HOME", s.p.path().join("xdg"));
             Run::from(c.output().unwrap())
         } else {
             s.pb_env(BUILT, &env, &args)
@@ -1148,6 +1158,12 @@ fn a_denied_cache_is_an_authorisation_problem_not_a_miss() {
     let r = s.realize_from(FRESH, &[&open.url], &[]).ok();
     assert_warned(&r.stderr, &open.url, &b, "denied");
     assert_warned(&r.stderr, &open.url, &b, "credentials");
+    assert_warned(
+        &r.stderr,
+        &open.url,
+        &b,
+        "authorisation problem, not a missing entry",
+    );
     assert!(!r.stderr.contains("not in the cache"), "{}", r.stderr);
     s.assert_store_sound(FRESH);
 
@@ -1158,6 +1174,7 @@ fn a_denied_cache_is_an_authorisation_problem_not_a_miss() {
     let url = server.url("/c");
     let r = s.realize_from("fresh-403", &[&url], &[]).ok();
     assert_warned(&r.stderr, &url, &b, "denied");
+    assert_warned(&r.stderr, &url, &b, "authorisation problem");
     assert_eq!(
         server.hits(&format!("/c/{}.narinfo", &b[..32])),
         1,
@@ -1185,6 +1202,12 @@ fn a_denied_cache_is_an_authorisation_problem_not_a_miss() {
         )
         .ok();
     assert_warned(&r.stderr, "s3://cache/pybake", &s.name("b"), "denied");
+    assert_warned(
+        &r.stderr,
+        "s3://cache/pybake",
+        &s.name("b"),
+        "authorisation problem",
+    );
     s.assert_store_sound(FRESH);
 }
 
@@ -1292,45 +1315,54 @@ fn a_host_build_is_pushed_only_when_allowed() {
         "h",
         "name = \"h\"\nversion = \"1\"\nsteps = [\"mkdir -p $out\", \"echo h > $out/h\"]\n",
     );
+    // h2 mentions h: refused because h is.
+    p.recipe(
+        "h2",
+        "name = \"h2\"\nversion = \"1\"\ndeps = [\"h\"]\nsteps = [\"mkdir -p $out\", \"echo $DEP_H > $out/h-path\"]\n",
+    );
     let s = Setup {
         key: generate_key(&p, "k-1"),
         env: Vec::new(),
         p,
     };
-    s.pb(BUILT, &["realize", "h"]).ok();
+    s.pb(BUILT, &["realize", "h2"]).ok();
     let cache = backend.cache("main");
-    let r = s.pb(
-        BUILT,
-        &[
+    let push = |extra: &[&str]| {
+        let mut args = vec![
             "cache",
             "push",
             &cache.url,
-            "h",
+            "h2",
             "--secret-key",
             &s.key.secret,
-        ],
+        ];
+        args.extend(extra);
+        s.pb(BUILT, &args)
+    };
+    let r = push(&[]);
+    // The user's mistake, not the cache's: exit code 2, although h2 failed only because h did.
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let (h, h2) = (s.name("h"), s.name("h2"));
+    assert!(
+        r.stderr.contains(&format!("  {h}: {h} is a host build")),
+        "{}",
+        r.stderr
     );
-    assert_ne!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("NOT pushed"), "{}", r.stderr);
     assert!(r.stderr.contains("--allow-host-builds"), "{}", r.stderr);
-    let h = s.name("h");
-    assert!(!cache.files.join(format!("{}.narinfo", &h[..32])).exists());
+    assert!(
+        r.stderr
+            .contains(&format!("  {h2}: a reference of {h2} was not pushed")),
+        "{}",
+        r.stderr
+    );
+    for n in [&h, &h2] {
+        assert!(!cache.files.join(format!("{}.narinfo", &n[..32])).exists());
+    }
 
-    s.pb(
-        BUILT,
-        &[
-            "cache",
-            "push",
-            &cache.url,
-            "h",
-            "--secret-key",
-            &s.key.secret,
-            "--allow-host-builds",
-        ],
-    )
-    .ok();
-    let e = entry(&cache, &h);
-    assert!(!narinfo_value(&e.narinfo, "HostBuild").is_empty());
+    push(&["--allow-host-builds"]).ok();
+    for n in [&h, &h2] {
+        assert!(!narinfo_value(&entry(&cache, n).narinfo, "HostBuild").is_empty());
+    }
 }
 
 #[test]

@@ -68,6 +68,16 @@ impl PushError {
             _ => crate::exit::Class::Environment,
         }
     }
+
+    /// Whether this failure only follows from another one in the same report (a reference
+    /// that was not pushed, a cache that refused its description): the exit code is that
+    /// other one's.
+    pub fn is_consequence(&self) -> bool {
+        matches!(
+            self,
+            PushError::ReferenceMissing { .. } | PushError::NotAttempted
+        )
+    }
 }
 
 /// Pushes `outputs` (a runtime closure, references before the outputs that mention them),

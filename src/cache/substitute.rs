@@ -645,7 +645,9 @@ mod tests {
         let mut big = Vec::new();
         let mut x: u64 = 1;
         while big.len() < 3 * PIPE_CHUNK * PIPE_DEPTH / 2 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             big.extend_from_slice(&x.to_le_bytes()[..5]);
         }
         std::fs::write(src.join("sub/big"), &big).unwrap();

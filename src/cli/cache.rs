@@ -204,6 +204,7 @@ pub fn push_closure(
             report
                 .failed
                 .iter()
+                .filter(|(_, e)| !e.is_consequence())
                 .map(|(_, e)| e.class().exit_code())
                 .max()
                 .unwrap_or(EXIT_BUILD_FAILED),
