@@ -1025,6 +1025,34 @@ fn verify_reports_good_and_bad_entries(backend: &Backend) {
         v.stderr
     );
     assert!(outputs(&s.store(FRESH)).is_empty(), "verify stores nothing");
+
+    // A narinfo whose signature no longer verifies is bad too, not merely absent.
+    let e = entry(&cache, &s.name("a"));
+    let h = narinfo_value(&e.narinfo, "NarHash");
+    edit_narinfo(&e.narinfo, "NarHash", &other_hash(&h));
+    let v = s.pb(
+        FRESH,
+        &[&trust[..], &["cache", "verify", &cache.url, "a"]].concat(),
+    );
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    assert!(
+        v.stderr.contains(&format!("verify {}: BAD", s.name("a"))),
+        "{}",
+        v.stderr
+    );
+    assert_warned(&v.stderr, &cache.url, &s.name("a"), "does not verify");
+    // And one the cache does not have is reported as such.
+    let v = s.pb(
+        FRESH,
+        &[&trust[..], &["cache", "verify", &cache.url, "tool"]].concat(),
+    );
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(
+        v.stderr
+            .contains(&format!("verify {}: not in the cache", s.name("tool"))),
+        "{}",
+        v.stderr
+    );
 }
 
 fn realize_push_pushes_what_it_built(backend: &Backend) {

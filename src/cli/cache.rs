@@ -296,8 +296,26 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
     let (mut ok, mut bad, mut absent) = (0, 0, 0);
     for (i, n) in wanted.iter().enumerate() {
         let Some(c) = found.get(n).and_then(|c| c.first()) else {
-            eprintln!("pybake: verify {n}: not in the cache (or refused: see above)");
-            absent += 1;
+            // Not a candidate: absent, or present and refused (bad signature, invalid
+            // narinfo, access denied), which is what verify is for.
+            let key = crate::cache::narinfo::narinfo_key(n);
+            match subs.caches[0].backend.exists(&key) {
+                Ok(false) => {
+                    eprintln!("pybake: verify {n}: not in the cache");
+                    absent += 1;
+                }
+                Ok(true) => {
+                    eprintln!("pybake: verify {n}: BAD: its narinfo is refused (the warning above says why)");
+                    bad += 1;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "pybake: verify {n}: BAD: cannot check it: {}",
+                        crate::cache::substitute::error_chain(&e)
+                    );
+                    bad += 1;
+                }
+            }
             continue;
         };
         let dest = scratch.path().join(i.to_string());
