@@ -445,24 +445,9 @@ impl<'p> Closure<'p> {
             return Ok(done);
         }
         let mut candidates = subs.query_closure(&wanted, &|n| store.is_valid(n), reporter);
-        let by_store_name: BTreeMap<&StoreName, &Derivation> =
-            self.drvs.iter().map(|d| (&d.store_name, d)).collect();
-        let targets: Vec<StoreName> = self
-            .targets
-            .iter()
-            .filter_map(|t| self.get(t))
-            .map(|d| d.store_name.clone())
-            .collect();
-        let needs = |n: &StoreName| -> Vec<StoreName> {
-            let Some(d) = by_store_name.get(n) else {
-                return Vec::new();
-            };
-            d.recipe
-                .needs()
-                .filter_map(|x| self.get(&x.name))
-                .map(|x| x.store_name.clone())
-                .collect()
-        };
+        let targets = self.target_store_names();
+        let needs_of = self.needs_by_store_name();
+        let needs = |n: &StoreName| needs_of.get(n).cloned().unwrap_or_default();
         // Each round substitutes what is obtainable; a failure drops that entry and the choice is
         // made again, so an output whose download failed is built (with what it needs).
         loop {
@@ -490,6 +475,116 @@ impl<'p> Closure<'p> {
                 }
             }
         }
+    }
+
+    /// The targets' store names.
+    fn target_store_names(&self) -> Vec<StoreName> {
+        self.targets
+            .iter()
+            .filter_map(|t| self.get(t))
+            .map(|d| d.store_name.clone())
+            .collect()
+    }
+
+    /// Each derivation's build inputs (deps and root), by store name.
+    fn needs_by_store_name(&self) -> BTreeMap<StoreName, Vec<StoreName>> {
+        self.drvs
+            .iter()
+            .map(|d| {
+                let needs = d
+                    .recipe
+                    .needs()
+                    .filter_map(|x| self.get(&x.name))
+                    .map(|x| x.store_name.clone())
+                    .collect();
+                (d.store_name.clone(), needs)
+            })
+            .collect()
+    }
+
+    /// What a realize would do with each output it needs, asking the configured substituters
+    /// as realize does (all at once, before anything is built): valid in the store, substituted
+    /// from a cache, or built. Outputs below a valid or substitutable one are not needed, except
+    /// the runtime references of a substitutable one; those that are no derivation of this
+    /// closure come first, then the derivations in build order. Refused cache entries are
+    /// warnings, as in realize.
+    pub fn plan_with_substitutes(
+        &self,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<Planned<'_, 'p>>, ProjectError> {
+        let store = &self.project.store;
+        let valid = |n: &StoreName| store.is_valid(n);
+        let wanted: Vec<StoreName> = self
+            .plan()
+            .iter()
+            .filter(|(_, valid)| !valid)
+            .map(|(d, _)| d.store_name.clone())
+            .collect();
+        let subs = if wanted.is_empty() {
+            Substituters::none()
+        } else {
+            self.project.substituters(reporter)?
+        };
+        let chosen = if subs.is_empty() {
+            BTreeMap::new()
+        } else {
+            let candidates = subs.query_closure(&wanted, &valid, reporter);
+            let needs_of = self.needs_by_store_name();
+            let needs = |n: &StoreName| needs_of.get(n).cloned().unwrap_or_default();
+            crate::cache::substitute::choose(
+                &self.target_store_names(),
+                &valid,
+                &candidates,
+                &needs,
+            )
+        };
+        let state_of = |n: &StoreName| match chosen.get(n) {
+            _ if valid(n) => PlanState::Valid,
+            Some(c) => PlanState::Substitute {
+                cache: subs.caches[c.cache].url().to_string(),
+            },
+            None => PlanState::Build,
+        };
+        // The walk of scheduler::plan, stopping at substitutable outputs too.
+        let by_name: BTreeMap<&str, &Derivation> = self
+            .drvs
+            .iter()
+            .map(|d| (d.recipe.name.as_str(), d))
+            .collect();
+        let mut needed: std::collections::BTreeSet<&StoreName> = Default::default();
+        let mut queue: Vec<&str> = self.targets.iter().map(String::as_str).collect();
+        while let Some(name) = queue.pop() {
+            let Some(d) = by_name.get(name) else { continue };
+            if !needed.insert(&d.store_name) {
+                continue;
+            }
+            if state_of(&d.store_name) == PlanState::Build {
+                queue.extend(d.recipe.needs().map(|x| x.name.as_str()));
+            }
+        }
+        needed.extend(chosen.keys());
+        let in_closure: std::collections::BTreeSet<&StoreName> =
+            self.drvs.iter().map(|d| &d.store_name).collect();
+        let mut out: Vec<Planned> = chosen
+            .keys()
+            .filter(|n| !in_closure.contains(n))
+            .map(|n| Planned {
+                store_name: n.clone(),
+                derivation: None,
+                state: state_of(n),
+            })
+            .collect();
+        out.extend(
+            self.drvs
+                .iter()
+                .filter(|d| needed.contains(&d.store_name))
+                .map(|d| Planned {
+                    store_name: d.store_name.clone(),
+                    derivation: Some(d),
+                    state: state_of(&d.store_name),
+                }),
+        );
+        Ok(out)
     }
 
     /// Downloads `chosen`, references before what mentions them, up to `jobs` at once (at
@@ -558,7 +653,8 @@ impl<'p> Closure<'p> {
                                         (*n).clone(),
                                         c.cache,
                                         secs,
-                                        r.map(|_| ()).map_err(|e| e.to_string()),
+                                        r.map(|_| ())
+                                            .map_err(|e| crate::cache::substitute::error_chain(&e)),
                                     )
                                 })
                             })
@@ -621,6 +717,27 @@ impl<'p> Closure<'p> {
         }
         Ok(s)
     }
+}
+
+/// What a realize would do with an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanState {
+    /// In the store already.
+    Valid,
+    /// To be downloaded from the cache at this URL (the first that has a trusted entry).
+    Substitute {
+        cache: String,
+    },
+    Build,
+}
+
+/// One line of [`Closure::plan_with_substitutes`].
+pub struct Planned<'c, 'p> {
+    pub store_name: StoreName,
+    /// `None` for a runtime reference of a substitutable output that is no derivation of the
+    /// closure.
+    pub derivation: Option<&'c Derivation<'p>>,
+    pub state: PlanState,
 }
 
 /// The requested store paths of a realize that exist, in the order requested.

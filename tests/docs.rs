@@ -152,3 +152,8 @@ fn binary_cache_md_example_runs() {
 fn debugging_md_example_runs() {
     run_doc("debugging.md");
 }
+
+#[test]
+fn config_md_example_runs() {
+    run_doc("config.md");
+}

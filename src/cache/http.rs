@@ -1,6 +1,6 @@
 //! `http(s)://host[:port]/prefix`: a cache served over HTTP, read with GET and HEAD, written with
 //! PUT (a stock nginx with `dav_methods PUT; create_full_put_path on;` is enough, see
-//! docs/cache-backends.md).
+//! docs/binary-cache.md, "Backends").
 //!
 //! Answers: 2xx is success; 404 and 410 mean absent; 401 and 403 are
 //! [`CacheError::Unauthorized`] at once; 5xx, 408, 429, timeouts and broken connections are

@@ -1,5 +1,5 @@
 //! Binary caches: where built outputs, their metadata, sources and logs are shared between
-//! machines (docs/cache-backends.md).
+//! machines (docs/binary-cache.md, "Backends").
 //!
 //! The formats stored in a cache are in the `formats` modules below; this file defines the
 //! storage they are kept in: one [`CacheBackend`] trait with a backend per URL scheme, chosen by

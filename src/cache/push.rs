@@ -55,6 +55,8 @@ pub enum PushError {
     ReferenceMissing { name: StoreName },
     #[error("cannot archive {name}: {reason}")]
     Archive { name: StoreName, reason: String },
+    #[error("not attempted: the cache refused its {CACHE_INFO}")]
+    NotAttempted,
     #[error("cannot read the store: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -65,6 +67,16 @@ impl PushError {
             PushError::HostBuild { .. } | PushError::Missing { .. } => crate::exit::Class::User,
             _ => crate::exit::Class::Environment,
         }
+    }
+
+    /// Whether this failure only follows from another one in the same report (a reference
+    /// that was not pushed, a cache that refused its description): the exit code is that
+    /// other one's.
+    pub fn is_consequence(&self) -> bool {
+        matches!(
+            self,
+            PushError::ReferenceMissing { .. } | PushError::NotAttempted
+        )
     }
 }
 
@@ -81,7 +93,21 @@ pub fn push(
 ) -> PushReport {
     let mut report = PushReport::default();
     if let Err(e) = ensure_cache_info(cache) {
+        // A cache that cannot take its description takes nothing else: say what was not
+        // pushed, as for any other failure, rather than only the file that failed first.
         report.failed.push((CACHE_INFO.to_string(), e.into()));
+        for name in outputs {
+            report
+                .failed
+                .push((name.to_string(), PushError::NotAttempted));
+        }
+        for s in sources {
+            if crate::fetch::stored(&store.sources_dir(), s).is_some() {
+                report
+                    .failed
+                    .push((format!("sources/{}", s.to_hex()), PushError::NotAttempted));
+            }
+        }
         return report;
     }
     for name in outputs {

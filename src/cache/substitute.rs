@@ -15,7 +15,9 @@
 //! or builds locally.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::mpsc;
 
 use super::compress::Decompressor;
 use super::keys::{SigError, TrustedKeys};
@@ -62,9 +64,10 @@ pub struct Substituters {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubstituteError {
-    #[error("cache {cache}: {source}")]
+    #[error("cache {cache}: cannot download the archive of {name}: {source}")]
     Cache {
         cache: String,
+        name: StoreName,
         #[source]
         source: CacheError,
     },
@@ -197,7 +200,10 @@ impl Substituters {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         for (ci, cache) in self.caches.iter().enumerate() {
             let answers = cache.backend.get_many(&keys, MAX_NARINFO_SIZE as u64);
-            let mut down_reported = false;
+            // A cache that is down or denies access fails every name the same way: one warning
+            // naming the outputs, rather than one per output (or none naming any).
+            let mut down: Option<(CacheError, Vec<&StoreName>)> = None;
+            let mut denied: Option<(CacheError, Vec<&StoreName>)> = None;
             for (name, answer) in names.iter().zip(answers) {
                 let warn = |why: &str| {
                     reporter.report(Event::Warning(&format!(
@@ -208,18 +214,18 @@ impl Substituters {
                 let bytes = match answer {
                     Ok(Some(b)) => b,
                     Ok(None) => continue,
-                    Err(e @ (CacheError::Unreachable { .. } | CacheError::Transient { .. })) => {
-                        if !down_reported {
-                            down_reported = true;
-                            reporter.report(Event::Warning(&format!(
-                                "substituter {} is not answering ({e}); building what it would have given",
-                                cache.url()
-                            )));
-                        }
-                        continue;
-                    }
                     Err(e) => {
-                        warn(&e.to_string());
+                        let group = match e {
+                            CacheError::Unreachable { .. } | CacheError::Transient { .. } => {
+                                &mut down
+                            }
+                            CacheError::Unauthorized { .. } => &mut denied,
+                            e => {
+                                warn(&error_chain(&e));
+                                continue;
+                            }
+                        };
+                        group.get_or_insert_with(|| (e, Vec::new())).1.push(name);
                         continue;
                     }
                 };
@@ -236,11 +242,22 @@ impl Substituters {
                 };
                 match info.verify(&self.trusted) {
                     Ok(_) => {}
-                    Err(SigError::NoSignature) if cache.allow_unsigned => {}
+                    // allow-unsigned means "without a signature by a trusted key" (docs/config.md):
+                    // a signature by a key nobody trusts vouches for no more than none. One by a
+                    // trusted key's name that does not verify is an altered entry: never taken.
+                    Err(SigError::NoSignature | SigError::Untrusted { .. })
+                        if cache.allow_unsigned => {}
                     Err(e) => {
-                        warn(&format!(
-                            "{e} (trust its key with --trusted-public-key, or set allow-unsigned for this cache)"
-                        ));
+                        let hint = match e {
+                            SigError::NoSignature => {
+                                " (push with --secret-key, or set allow-unsigned for this cache)"
+                            }
+                            SigError::Untrusted { .. } => {
+                                " (trust its key with --trusted-public-key, or set allow-unsigned for this cache)"
+                            }
+                            SigError::Bad { .. } => "",
+                        };
+                        warn(&format!("{e}{hint}"));
                         continue;
                     }
                 }
@@ -248,6 +265,22 @@ impl Substituters {
                     .entry(name.clone())
                     .or_default()
                     .push(Candidate { cache: ci, info });
+            }
+            if let Some((e, names)) = down {
+                reporter.report(Event::Warning(&format!(
+                    "substituter {} is not answering ({}); {} will come from another cache or be built",
+                    cache.url(),
+                    error_chain(&e),
+                    names_shown(&names)
+                )));
+            }
+            if let Some((e, names)) = denied {
+                reporter.report(Event::Warning(&format!(
+                    "substituter {}: {}; this is an authorisation problem, not a missing entry: {} will come from another cache or be built",
+                    cache.url(),
+                    error_chain(&e),
+                    names_shown(&names)
+                )));
             }
         }
         found
@@ -310,6 +343,7 @@ impl Substituters {
             .open(&key)
             .map_err(|source| SubstituteError::Cache {
                 cache: url.clone(),
+                name: name.clone(),
                 source,
             })?
             .ok_or_else(|| SubstituteError::Gone {
@@ -326,20 +360,20 @@ impl Substituters {
         });
         let result = (|| {
             let body = TransferReader::new(body, reporter, id);
-            let mut z =
-                Decompressor::new(body, c.info.file_size).map_err(|e| corrupt(e.to_string()))?;
-            let unpacked = unpack_nar(&mut z, dest, &NarLimits::new(c.info.nar_size));
-            // Read to the end even after an unpack error: a body longer than FileSize then
-            // shows as such, rather than as whatever the archive reader tripped on.
-            let finished = z.finish();
-            let (nar_hash, nar_size) = unpacked.map_err(|e| corrupt(e.to_string()))?;
-            let (file_hash, file_size) = finished.map_err(|e| corrupt(e.to_string()))?;
+            let z =
+                Decompressor::new(body, c.info.file_size).map_err(|e| corrupt(error_chain(&e)))?;
+            let (finished, unpacked) = unpack_in_parallel(z, dest, c.info.nar_size);
+            // The file is checked before what the archive reader says: a file longer, shorter
+            // or other than the narinfo's shows as such, rather than as whatever the archive
+            // reader tripped on.
+            let (file_hash, file_size) = finished.map_err(|e| corrupt(error_chain(&e)))?;
             if (file_hash, file_size) != (c.info.file_hash, c.info.file_size) {
                 return Err(corrupt(format!(
                     "the archive is {file_size} bytes with {file_hash}, the narinfo says {} bytes with {}",
                     c.info.file_size, c.info.file_hash
                 )));
             }
+            let (nar_hash, nar_size) = unpacked.map_err(|e| corrupt(error_chain(&e)))?;
             if (nar_hash, nar_size) != (c.info.nar_hash, c.info.nar_size) {
                 return Err(corrupt(format!(
                     "the unpacked archive is {nar_size} bytes with {nar_hash}, the narinfo says {} bytes with {}",
@@ -365,6 +399,128 @@ impl Substituters {
         reporter.report(Event::TransferFinished { id });
         result
     }
+}
+
+/// Chunks of decompressed archive in flight between the two threads of
+/// [`unpack_in_parallel`]: 8 of 256 KiB, so memory stays bounded whatever the size.
+const PIPE_CHUNK: usize = 256 * 1024;
+const PIPE_DEPTH: usize = 8;
+
+/// Unpacks the archive `z` decompresses into `dest`, with the download, its file hash and the
+/// decompression on a thread of their own: creating the files is most of a pull's time, and
+/// overlapping the two is what makes `curl | zstd -d | tar -x` fast (bench/substitute). After
+/// the unpacker stops, for whatever reason, the rest of the compressed file is read, so that
+/// its hash and length cover all of it. Returns (file hash and size, unpack result).
+#[allow(clippy::type_complexity)]
+fn unpack_in_parallel<R: Read + Send>(
+    mut z: Decompressor<R>,
+    dest: &std::path::Path,
+    nar_size: u64,
+) -> (
+    Result<(crate::hash::FileHash, u64), super::compress::CompressError>,
+    Result<(crate::hash::NarHash, u64), crate::hash::nar::NarError>,
+) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
+        // Chunks come back to be filled again: a fresh 256 KiB allocation per chunk is a fresh
+        // mapping, zeroed page by page.
+        let (give_back, take_back) = mpsc::channel::<Vec<u8>>();
+        let producer = scope.spawn(move || {
+            loop {
+                let mut buf = take_back.try_recv().unwrap_or_default();
+                buf.resize(PIPE_CHUNK, 0);
+                match z.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            break; // the unpacker stopped
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            z.finish()
+        });
+        let mut pipe = PipeReader {
+            rx,
+            give_back,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        let unpacked = unpack_nar(&mut pipe, dest, &NarLimits::new(nar_size));
+        // Hang up, so that a producer blocked on a full pipe goes on to finish().
+        drop(pipe);
+        let finished = producer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (finished, unpacked)
+    })
+}
+
+/// The receiving end of [`unpack_in_parallel`]'s pipe; a closed pipe is the end of the stream.
+struct PipeReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    give_back: mpsc::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    let used = std::mem::replace(&mut self.chunk, chunk);
+                    // The producer may be gone (it is done): then the chunk is just dropped.
+                    let _ = self.give_back.send(used);
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// An error's message followed by those of its causes that it does not already include: a
+/// reason such as "cannot read the archive stream" is of no use without what went wrong below.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Up to five store names, then how many more.
+fn names_shown(names: &[&StoreName]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// The `Priority` of a cache's `pybake-cache-info`, if it has one that parses; a missing file
@@ -470,5 +626,74 @@ fn add_with_references(
         if r != n {
             add_with_references(r, valid, memo, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::compress::compress_stream;
+    use crate::hash::nar::write_nar;
+    use crate::hash::{FileHash, NarHash};
+
+    /// A tree of several pipe chunks, its archive, and the archive compressed.
+    fn sample() -> (tempfile::TempDir, Vec<u8>, Vec<u8>) {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        // Incompressible enough that the compressed file spans several chunks too.
+        let mut big = Vec::new();
+        let mut x: u64 = 1;
+        while big.len() < 3 * PIPE_CHUNK * PIPE_DEPTH / 2 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            big.extend_from_slice(&x.to_le_bytes()[..5]);
+        }
+        std::fs::write(src.join("sub/big"), &big).unwrap();
+        std::fs::write(src.join("small"), b"small\n").unwrap();
+        let mut nar = Vec::new();
+        write_nar(&src, &mut nar).unwrap();
+        let mut zst = Vec::new();
+        compress_stream(&mut &nar[..], &mut zst, 3, 1).unwrap();
+        (t, nar, zst)
+    }
+
+    #[test]
+    fn unpacks_through_the_pipe_with_the_hashes_of_both_streams() {
+        let (t, nar, zst) = sample();
+        let dest = t.path().join("out");
+        let z = Decompressor::new(&zst[..], zst.len() as u64).unwrap();
+        let (file, unpacked) = unpack_in_parallel(z, &dest, nar.len() as u64);
+        assert_eq!(
+            file.unwrap(),
+            (FileHash::of(&zst), zst.len() as u64),
+            "the compressed file"
+        );
+        assert_eq!(unpacked.unwrap(), (NarHash::of(&nar), nar.len() as u64));
+        assert_eq!(
+            std::fs::read(dest.join("sub/big")).unwrap(),
+            std::fs::read(t.path().join("src/sub/big")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_failed_unpack_still_hashes_the_whole_file() {
+        let (t, nar, zst) = sample();
+        // The destination exists: the unpacker fails before reading anything, with the pipe
+        // full; the whole compressed file is read and hashed all the same.
+        let dest = t.path().join("src");
+        let z = Decompressor::new(&zst[..], zst.len() as u64).unwrap();
+        let (file, unpacked) = unpack_in_parallel(z, &dest, nar.len() as u64);
+        assert!(unpacked.is_err());
+        assert_eq!(file.unwrap(), (FileHash::of(&zst), zst.len() as u64));
+
+        // A file longer than announced is told apart, whatever the unpacker did.
+        let z = Decompressor::new(&zst[..], zst.len() as u64 - 1).unwrap();
+        let (file, _) = unpack_in_parallel(z, &t.path().join("out"), nar.len() as u64);
+        assert!(matches!(
+            file,
+            Err(crate::cache::compress::CompressError::TooLong { .. })
+        ));
     }
 }

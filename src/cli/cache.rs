@@ -204,6 +204,7 @@ pub fn push_closure(
             report
                 .failed
                 .iter()
+                .filter(|(_, e)| !e.is_consequence())
                 .map(|(_, e)| e.class().exit_code())
                 .max()
                 .unwrap_or(EXIT_BUILD_FAILED),
@@ -223,7 +224,7 @@ fn print_report(cache: &str, r: &PushReport, seconds: f64) {
     if !r.failed.is_empty() {
         eprintln!("error: {} item(s) were NOT pushed:", r.failed.len());
         for (what, e) in &r.failed {
-            eprintln!("  {what}: {e}");
+            eprintln!("  {what}: {}", crate::cache::substitute::error_chain(e));
         }
     }
 }
@@ -295,8 +296,26 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
     let (mut ok, mut bad, mut absent) = (0, 0, 0);
     for (i, n) in wanted.iter().enumerate() {
         let Some(c) = found.get(n).and_then(|c| c.first()) else {
-            eprintln!("pybake: verify {n}: not in the cache (or refused: see above)");
-            absent += 1;
+            // Not a candidate: absent, or present and refused (bad signature, invalid
+            // narinfo, access denied), which is what verify is for.
+            let key = crate::cache::narinfo::narinfo_key(n);
+            match subs.caches[0].backend.exists(&key) {
+                Ok(false) => {
+                    eprintln!("pybake: verify {n}: not in the cache");
+                    absent += 1;
+                }
+                Ok(true) => {
+                    eprintln!("pybake: verify {n}: BAD: its narinfo is refused (the warning above says why)");
+                    bad += 1;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "pybake: verify {n}: BAD: cannot check it: {}",
+                        crate::cache::substitute::error_chain(&e)
+                    );
+                    bad += 1;
+                }
+            }
             continue;
         };
         let dest = scratch.path().join(i.to_string());
@@ -306,7 +325,10 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
                 ok += 1;
             }
             Err(e) => {
-                eprintln!("pybake: verify {n}: BAD: {e}");
+                eprintln!(
+                    "pybake: verify {n}: BAD: {}",
+                    crate::cache::substitute::error_chain(&e)
+                );
                 bad += 1;
             }
         }

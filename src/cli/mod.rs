@@ -88,7 +88,11 @@ pub enum Command {
     ///
     /// Outputs already in the store are not built again. Progress goes to stderr.
     Realize(realize::RealizeArgs),
-    /// Show, in build order, what realizing NAME... would build and what is cached.
+    /// Show, in build order, what realizing NAME... would build, substitute and find cached.
+    ///
+    /// One line per output: `cached PATH`, `build  PATH`, or `substitute PATH (from URL)` when
+    /// a configured binary cache has a trusted entry for it (the caches are asked as realize
+    /// asks them; refused entries are warnings on stderr).
     Plan(query::Targets),
     /// Print the store path of each NAME (whether or not it is built yet).
     Path(query::Targets),

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::Global;
 use crate::graph::Graph;
+use crate::project::PlanState;
 use crate::recipe::RecipeSet;
 
 #[derive(Debug, clap::Args)]
@@ -30,14 +31,18 @@ pub struct MaybeTargets {
 pub fn plan(g: &Global, t: &Targets) -> anyhow::Result<i32> {
     let project = g.project()?;
     let closure = project.closure(&t.names)?;
+    let reporter = crate::progress::for_stderr();
+    let planned = closure.plan_with_substitutes(&*reporter)?;
     let mut out = std::io::stdout().lock();
-    for (d, valid) in closure.plan() {
-        let what = if valid { "cached" } else { "build " };
-        writeln!(
-            out,
-            "{what} {}",
-            project.store().path(&d.store_name).display()
-        )?;
+    for p in planned {
+        let path = project.store().path(&p.store_name);
+        match p.state {
+            PlanState::Valid => writeln!(out, "cached {}", path.display())?,
+            PlanState::Build => writeln!(out, "build  {}", path.display())?,
+            PlanState::Substitute { cache } => {
+                writeln!(out, "substitute {} (from {cache})", path.display())?
+            }
+        }
     }
     Ok(0)
 }

@@ -138,7 +138,7 @@ impl Nginx {
     }
 }
 
-/// The configuration docs/cache-backends.md shows, with every path in the test's temp dir so
+/// The configuration docs/binary-cache.md ("nginx as a cache server") shows, with every path in the test's temp dir so
 /// that it runs as root or not.
 fn nginx_conf(d: &Path, port: u16) -> String {
     let d = d.display();
