@@ -127,6 +127,13 @@ pub struct Plain {
     running: std::sync::Arc<Mutex<BTreeMap<String, Running>>>,
 }
 
+/// Writes a line to stderr, ignoring failure: progress must never stop a build, and
+/// `eprintln!` panics when stderr is a closed pipe (`pybake realize 2>&1 | head`).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// How often a plain log says what is still running.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
@@ -153,11 +160,11 @@ impl Plain {
             };
             let running = running.lock().unwrap_or_else(|e| e.into_inner());
             for (name, r) in running.iter() {
-                eprintln!(
+                say(&format!(
                     "pybake: still building {name} ({}, {})",
                     r.step,
                     elapsed(r.since.elapsed())
-                );
+                ));
             }
         });
         Plain { running }
@@ -236,7 +243,7 @@ impl Reporter for Plain {
             Event::Warning(m) => format!("warning: {m}"),
             Event::Note(m) => m.to_string(),
         };
-        eprintln!("pybake: {line}");
+        say(&format!("pybake: {line}"));
     }
 }
 

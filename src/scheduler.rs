@@ -189,13 +189,24 @@ pub fn realize(
                 });
                 scope.spawn(move || {
                     let started = Instant::now();
-                    let result = build_one(builder, store, drv, deps);
+                    // A panic in a build must not leave the loop below waiting for it forever:
+                    // the build counts as failed and the panic goes on once the scope ends.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        build_one(builder, store, drv, deps)
+                    }));
                     let secs = started.elapsed().as_secs_f64();
-                    let msg = match result {
-                        Ok(status) => Done::Finished(i, status, secs, None),
-                        Err(e) => Done::Finished(i, Status::Failed, secs, Some(e)),
-                    };
-                    let _ = tx.send(msg);
+                    match result {
+                        Ok(Ok(status)) => {
+                            let _ = tx.send(Done::Finished(i, status, secs, None));
+                        }
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Done::Finished(i, Status::Failed, secs, Some(e)));
+                        }
+                        Err(panic) => {
+                            let _ = tx.send(Done::Finished(i, Status::Failed, secs, None));
+                            std::panic::resume_unwind(panic);
+                        }
+                    }
                 });
             }
             if running == 0 {

@@ -412,3 +412,36 @@ fn a_step_killed_by_a_signal_is_reported_as_such() {
         );
     }
 }
+
+#[test]
+fn a_closed_stderr_neither_hangs_nor_crashes_a_build() {
+    let p = hello_project();
+    // Both pipes closed before pybake writes anything, as `pybake realize 2>&1 | head -0` does.
+    let mut child = p
+        .cmd(&["realize", "--sandbox", "off", "hello"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("pybake hangs when its output is closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(status.code(), Some(101), "a panic: {status:?}");
+    // The build itself went through: the output is in the store.
+    let r = p.run(&["realize", "--json", "hello"]).ok();
+    assert!(
+        statuses(&r.stdout).iter().all(|(_, s)| s == "cached"),
+        "{}",
+        r.stdout
+    );
+}

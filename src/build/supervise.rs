@@ -182,7 +182,9 @@ pub fn run(parent: i32, program: &OsString, args: &[OsString]) -> i32 {
     let step = match child {
         Ok(c) => c.id() as libc::pid_t,
         Err(e) => {
-            eprintln!("pybake: cannot start {}: {e}", Path::new(program).display());
+            use std::io::Write;
+            let shown = Path::new(program).display();
+            let _ = writeln!(std::io::stderr(), "pybake: cannot start {shown}: {e}");
             return 127;
         }
     };

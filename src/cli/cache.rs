@@ -1,6 +1,7 @@
 //! `pybake cache push|verify`, `pybake key generate`, and `realize --push`.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::{Global, EXIT_BUILD_FAILED};
@@ -106,8 +107,8 @@ pub fn key(c: &KeyCommand) -> anyhow::Result<i32> {
         KeyCommand::Generate { name, secret_key } => {
             let key = SecretKey::generate(name)?;
             write_secret(secret_key, &key.to_file_text())?;
-            println!("{}", key.public());
-            eprintln!(
+            writeln!(std::io::stdout().lock(), "{}", key.public())?;
+            say!(
                 "pybake: wrote the secret key to {} (keep it secret); the public key is above",
                 secret_key.display()
             );
@@ -213,7 +214,7 @@ pub fn push_closure(
 }
 
 fn print_report(cache: &str, r: &PushReport, seconds: f64) {
-    eprintln!(
+    say!(
         "pybake: pushed {} output(s) and {} source(s) to {cache} ({:.1} MB in {seconds:.1}s); {} output(s) and {} source(s) were there already",
         r.pushed.len(),
         r.sources_pushed,
@@ -222,9 +223,9 @@ fn print_report(cache: &str, r: &PushReport, seconds: f64) {
         r.sources_present
     );
     if !r.failed.is_empty() {
-        eprintln!("error: {} item(s) were NOT pushed:", r.failed.len());
+        say!("error: {} item(s) were NOT pushed:", r.failed.len());
         for (what, e) in &r.failed {
-            eprintln!("  {what}: {}", crate::cache::substitute::error_chain(e));
+            say!("  {what}: {}", crate::cache::substitute::error_chain(e));
         }
     }
 }
@@ -301,15 +302,15 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
             let key = crate::cache::narinfo::narinfo_key(n);
             match subs.caches[0].backend.exists(&key) {
                 Ok(false) => {
-                    eprintln!("pybake: verify {n}: not in the cache");
+                    say!("pybake: verify {n}: not in the cache");
                     absent += 1;
                 }
                 Ok(true) => {
-                    eprintln!("pybake: verify {n}: BAD: its narinfo is refused (the warning above says why)");
+                    say!("pybake: verify {n}: BAD: its narinfo is refused (the warning above says why)");
                     bad += 1;
                 }
                 Err(e) => {
-                    eprintln!(
+                    say!(
                         "pybake: verify {n}: BAD: cannot check it: {}",
                         crate::cache::substitute::error_chain(&e)
                     );
@@ -321,11 +322,11 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
         let dest = scratch.path().join(i.to_string());
         match subs.download(c, &dest, &*reporter) {
             Ok(h) => {
-                eprintln!("pybake: verify {n}: ok ({h})");
+                say!("pybake: verify {n}: ok ({h})");
                 ok += 1;
             }
             Err(e) => {
-                eprintln!(
+                say!(
                     "pybake: verify {n}: BAD: {}",
                     crate::cache::substitute::error_chain(&e)
                 );
@@ -335,7 +336,7 @@ fn verify(g: &Global, v: &VerifyArgs) -> anyhow::Result<i32> {
         let _ = crate::store::remove_tree(&dest);
     }
     let _ = crate::store::remove_tree(scratch.path());
-    eprintln!(
+    say!(
         "pybake: verified {ok} entr(ies), {bad} bad, {absent} not in {}",
         v.cache
     );

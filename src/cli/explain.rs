@@ -3,6 +3,7 @@
 
 use super::Global;
 use crate::project::{Closure, Project};
+use std::io::Write;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -16,7 +17,7 @@ pub fn run(g: &Global, a: &ExplainArgs) -> anyhow::Result<i32> {
     let closure = project.closure(std::slice::from_ref(&a.name))?;
     if let Some(drv) = closure.get(&a.name) {
         let e = crate::explain::explain(project.store(), closure.derivations(), drv)?;
-        println!("{e}");
+        writeln!(std::io::stdout().lock(), "{e}")?;
     }
     Ok(0)
 }
@@ -26,7 +27,7 @@ pub(crate) fn before_realize(project: &Project, closure: &Closure) -> anyhow::Re
     for (drv, valid) in closure.plan() {
         if !valid {
             let e = crate::explain::explain(project.store(), closure.derivations(), drv)?;
-            eprintln!("{e}");
+            say!("{e}");
         }
     }
     Ok(())

@@ -38,7 +38,7 @@ fn open_store(g: &Global) -> anyhow::Result<Store> {
 pub fn gc(g: &Global, a: &GcArgs) -> anyhow::Result<i32> {
     let store = open_store(g)?;
     let guard = store.lock_for_gc(!a.no_wait, || {
-        eprintln!(
+        say!(
             "pybake: waiting for running realizes on this store to finish (gc never runs beside \
              one; --no-wait fails instead)"
         )
@@ -50,7 +50,7 @@ pub fn gc(g: &Global, a: &GcArgs) -> anyhow::Result<i32> {
         "removing"
     };
     for r in &plan.stale_roots {
-        eprintln!(
+        say!(
             "pybake: {verb} the GC root of `{}` ({}): its project {} is gone",
             r.recipe,
             r.store_name,
@@ -60,7 +60,7 @@ pub fn gc(g: &Global, a: &GcArgs) -> anyhow::Result<i32> {
     let complete = |g: &Garbage| matches!(g.kind, GarbageKind::Output { complete: true, .. });
     if plan.roots.is_empty() && plan.outputs.iter().any(complete) {
         // A store filled before realize recorded roots has none: say why everything goes.
-        eprintln!(
+        say!(
             "pybake: warning: this store has no GC roots, so every output {}; `pybake realize` \
              records roots (outputs realized by older versions of pybake have none): realize, or \
              `pybake gc-root add`, what you want to keep first",
@@ -91,7 +91,7 @@ pub fn gc(g: &Global, a: &GcArgs) -> anyhow::Result<i32> {
         return Err(e.into());
     }
     for name in &report.in_use {
-        eprintln!("pybake: keeping {name}: its output lock is held (a build or upload uses it)");
+        say!("pybake: keeping {name}: its output lock is held (a build or upload uses it)");
     }
     for e in &report.errors {
         super::report(e);
@@ -220,7 +220,7 @@ pub fn gc_root(g: &Global, c: &GcRootCommand) -> anyhow::Result<i32> {
             let store = open_store(g)?;
             for name in &t.names {
                 if !store.remove_gc_root(Path::new(&g.recipes), name)? {
-                    eprintln!("pybake: `{name}` had no GC root in this project");
+                    say!("pybake: `{name}` had no GC root in this project");
                 }
             }
             Ok(0)

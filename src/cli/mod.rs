@@ -1,6 +1,15 @@
 //! The command line: argument types (clap) and one module per subcommand.
 //! `anyhow` lives here and nowhere below.
 
+/// `eprintln!` that never panics: a closed stderr (`pybake realize 2>&1 | head`) must not turn
+/// a finished build into a crash. What cannot be written is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod cache;
 mod explain;
 mod gc;
@@ -255,12 +264,12 @@ pub fn run(cli: Cli) -> i32 {
 /// Prints an error and the causes its message does not already include.
 pub fn report(e: &(dyn std::error::Error + 'static)) {
     let top = e.to_string();
-    eprintln!("error: {top}");
+    say!("error: {top}");
     let mut cause = e.source();
     while let Some(c) = cause {
         let text = c.to_string();
         if !top.contains(&text) {
-            eprintln!("  caused by: {text}");
+            say!("  caused by: {text}");
         }
         cause = c.source();
     }

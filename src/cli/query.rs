@@ -81,7 +81,7 @@ pub fn log(g: &Global, o: &One) -> anyhow::Result<i32> {
 pub fn graph(g: &Global, t: &MaybeTargets) -> anyhow::Result<i32> {
     let set = RecipeSet::load(&g.recipes)?;
     let graph = Graph::new(&set)?;
-    print!("{}", graph.dot(&t.names)?);
+    write!(std::io::stdout().lock(), "{}", graph.dot(&t.names)?)?;
     Ok(0)
 }
 

@@ -172,7 +172,7 @@ pub(crate) fn realize_in(
         .map(|o| (o.name.as_str(), o.status, o.seconds))
         .collect();
     for line in progress::summary(&rows) {
-        eprintln!("pybake: {line}");
+        say!("pybake: {line}");
     }
     let paths = requested_paths(&closure, &realized);
     let code = if !realized.all_ok() {
@@ -204,21 +204,21 @@ fn print_checks(checks: &[(String, Result<Check, BuildError>)]) -> i32 {
     for (name, c) in checks {
         match c {
             Ok(c) if c.differences.is_empty() => {
-                eprintln!("pybake: check {name}: identical ({})", c.output_hash);
+                say!("pybake: check {name}: identical ({})", c.output_hash);
             }
             Ok(c) => {
                 code = EXIT_BUILD_FAILED;
-                eprintln!(
+                say!(
                     "pybake: check {name}: NOT reproducible: {} path(s) differ from the stored output:",
                     c.differences.len()
                 );
                 for d in c.differences.iter().take(50) {
-                    eprintln!("  {d}");
+                    say!("  {d}");
                 }
                 match &c.kept {
-                    Some(k) => eprintln!("  the rebuilt output is kept at {}", k.display()),
+                    Some(k) => say!("  the rebuilt output is kept at {}", k.display()),
                     None => {
-                        eprintln!("  (add --keep-failed to keep the rebuilt output for comparison)")
+                        say!("  (add --keep-failed to keep the rebuilt output for comparison)")
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! `pybake run` and `pybake serve`: use an output after realizing it.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::{Global, UsageError};
@@ -75,8 +76,8 @@ pub fn serve(g: &Global, a: &ServeArgs) -> anyhow::Result<i32> {
     } else {
         ""
     };
-    eprintln!("pybake: serving {} (Ctrl-C to stop)", out.display());
-    println!("http://{addr}/{page}");
+    say!("pybake: serving {} (Ctrl-C to stop)", out.display());
+    writeln!(std::io::stdout().lock(), "http://{addr}/{page}")?;
     crate::serve::serve(listener, out)?;
     Ok(0)
 }

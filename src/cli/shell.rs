@@ -46,7 +46,7 @@ pub fn run(g: &Global, a: &ShellArgs) -> anyhow::Result<i32> {
         args.sandbox = a.sandbox;
         let (code, _) = super::realize::realize_in(&project, &args)?;
         if code != 0 {
-            eprintln!(
+            say!(
                 "pybake: the dependencies of `{}` could not be realized (see above)",
                 a.name
             );
@@ -71,7 +71,7 @@ pub fn run(g: &Global, a: &ShellArgs) -> anyhow::Result<i32> {
     } else {
         "it is kept after the shell (--keep)"
     };
-    eprintln!(
+    say!(
         "pybake: shell for `{}` in the build directory {} (/build in the sandbox, working directory /build/work); {after}",
         a.name,
         shell.build_dir().display(),

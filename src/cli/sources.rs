@@ -44,7 +44,7 @@ pub fn fetch(g: &Global, a: &FetchArgs) -> anyhow::Result<i32> {
     let closure = project.closure(&all_or(&project, &a.names))?;
     let reporter = progress::for_stderr();
     let (n, _) = closure.fetch_sources(project.fetch_config(), false, &*reporter)?;
-    eprintln!("pybake: {n} source(s) in the store");
+    say!("pybake: {n} source(s) in the store");
     Ok(0)
 }
 
@@ -64,7 +64,7 @@ pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<i32> {
             .map(|l| l.recipes_downloading(&hash))
             .unwrap_or_default();
         if let Some(w) = fetch::locked_size_wrong(&sizes, &recipes.join(" "), &hash, size) {
-            eprintln!("pybake: warning: {w}");
+            say!("pybake: warning: {w}");
         }
     }
     Ok(0)
@@ -96,7 +96,7 @@ pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
         .closure(&targets)?
         .fetch_sources(&cfg, true, &*reporter)?;
     for e in failed {
-        eprintln!("pybake: warning: {e}\n  (its size is left out of the lockfile and its sha256 is not verified)");
+        say!("pybake: warning: {e}\n  (its size is left out of the lockfile and its sha256 is not verified)");
     }
     let fresh = all.lock_entries();
     let lock = if a.update.is_empty() {
@@ -116,7 +116,7 @@ pub fn lock(g: &Global, a: &LockArgs) -> anyhow::Result<i32> {
         existing
     };
     lock.write(&path)?;
-    eprintln!(
+    say!(
         "pybake: wrote {} ({} recipes)",
         path.display(),
         lock.recipes.len()

@@ -49,7 +49,7 @@ pub fn why_depends(g: &Global, a: &WhyDependsArgs) -> anyhow::Result<i32> {
                 a.from, a.to
             ));
         }
-        eprintln!("{msg}");
+        say!("{msg}");
         return Ok(EXIT_BUILD_FAILED);
     };
     let mut out = std::io::stdout().lock();
