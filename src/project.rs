@@ -152,7 +152,15 @@ impl Project {
 
     /// The configured binary caches to substitute from, opened (none with `--no-substitute`).
     pub fn substituters(&self, reporter: &dyn Reporter) -> Result<Substituters, ProjectError> {
-        if !self.config.substitute || self.config.substituters.is_empty() {
+        // Offline, only caches on this machine's file system are asked.
+        let usable: Vec<crate::config::Substituter> = self
+            .config
+            .substituters
+            .iter()
+            .filter(|s| !self.fetch.offline || s.url.starts_with("file://"))
+            .cloned()
+            .collect();
+        if !self.config.substitute || usable.is_empty() {
             return Ok(Substituters::none());
         }
         let keys = self
@@ -168,7 +176,7 @@ impl Project {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Substituters::open(
-            &self.config.substituters,
+            &usable,
             TrustedKeys::new(keys),
             reporter,
         ))
@@ -341,6 +349,7 @@ impl<'p> Closure<'p> {
             )));
         }
         let substituted = self.substitute(opts, reporter)?;
+        self.sources_from_caches(reporter)?;
         if !opts.build_locally {
             let missing: Vec<String> = self
                 .plan()
@@ -424,6 +433,32 @@ impl<'p> Closure<'p> {
     /// Substitutes what the targets need from the configured caches, before anything is
     /// built; returns the outputs substituted, with the seconds each took. A failed download
     /// is a warning: the next cache that has the output is tried, then it is left to be built.
+    /// The sources of what is still to be built, from the configured caches' `sources/` when
+    /// they have them (and only when the bytes are the pinned ones): a fleet keeps building when
+    /// an upstream file disappears, and does not wait on upstream servers. What no cache has is
+    /// downloaded as usual when its build starts.
+    fn sources_from_caches(&self, reporter: &dyn Reporter) -> Result<(), ProjectError> {
+        let store = &self.project.store;
+        let missing: std::collections::BTreeSet<crate::hash::SourceHash> = self
+            .plan()
+            .iter()
+            .filter(|(_, valid)| !valid)
+            .flat_map(|(d, _)| d.recipe.sources.iter().zip(&d.source_hashes))
+            .filter(|(s, _)| matches!(s.origin, Origin::Url { .. }))
+            .map(|(_, h)| *h)
+            .filter(|h| fetch::stored(&store.sources_dir(), h).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let subs = self.project.substituters(reporter)?;
+        for h in &missing {
+            let limit = self.project.fetch.expected_sizes.get(h).copied();
+            subs.fetch_source(store, h, limit, reporter);
+        }
+        Ok(())
+    }
+
     fn substitute(
         &self,
         opts: &RealizeOptions,

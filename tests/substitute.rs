@@ -541,7 +541,74 @@ suite_for_every_backend!(
     verify_reports_good_and_bad_entries,
     realize_push_pushes_what_it_built,
     plan_shows_what_would_be_substituted,
+    sources_come_from_the_cache_when_upstream_is_gone,
 );
+
+/// A recipe `c` with a downloaded source whose upstream disappears after the push: a changed
+/// `c` (not in the cache) still builds, from the source the push put in the cache, and a cache
+/// holding other bytes under the source's name is not believed.
+fn sources_come_from_the_cache_when_upstream_is_gone(backend: &Backend) {
+    let s = Setup::new(backend);
+    let cache = backend.cache("sources");
+    let source = b"the pinned source\n".to_vec();
+    let sha = sha256_hex(&source);
+    let upstream = TestServer::start([("/src.txt", Route::body(source.clone()))]);
+    let url = upstream.url("/src.txt");
+    let recipe = |step: &str| {
+        format!(
+            "name = \"c\"\nversion = \"1\"\nroot = \"tiny-root\"\nsteps = [\"mkdir $out && cp $src/src.txt $out/ && {step}\"]\n[[sources]]\nurl = \"{url}\"\nsha256 = \"{sha}\"\n"
+        )
+    };
+    s.p.recipe("c", &recipe("true"));
+    s.pb(BUILT, &["realize", "c"]).ok();
+    s.pb(
+        BUILT,
+        &[
+            "cache",
+            "push",
+            &cache.url,
+            "c",
+            "--secret-key",
+            &s.key.secret,
+        ],
+    )
+    .ok();
+    let stored = cache.files.join("sources").join(&sha);
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        source,
+        "the push stored the source"
+    );
+    drop(upstream);
+
+    // Another derivation of c: nothing to substitute, so it is built, from the cache's copy.
+    s.p.recipe("c", &recipe("echo changed > $out/note"));
+    let r = s.realize_from(FRESH, &[&cache.url], &["c"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        status_of(&statuses(&r.stdout), "c").as_deref(),
+        Some("built")
+    );
+    let out = s.store(FRESH).join(s.name("c"));
+    assert_eq!(std::fs::read(out.join("src.txt")).unwrap(), source);
+
+    // Other bytes under the source's name: a warning, then the usual download (gone here).
+    set_mode(&stored, 0o644);
+    std::fs::write(&stored, b"a poisoned source\n").unwrap();
+    let r = s.realize_from("fresh2", &[&cache.url], &["c"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("is not that source"), "{}", r.stderr);
+    let sources = s.store("fresh2").join(".pybake/sources");
+    assert!(
+        !sources.join(&sha).exists(),
+        "the poisoned bytes never entered the store"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
 
 fn push_then_realize_substitutes_everything(backend: &Backend) {
     let s = Setup::new(backend);

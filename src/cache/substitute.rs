@@ -32,6 +32,9 @@ use crate::store::{Meta, Store, StoreError, StoreName};
 /// The cache's description file: `StoreDir`, `Format`, `Priority`.
 pub const CACHE_INFO: &str = "pybake-cache-info";
 
+/// The most a source from a cache may be when the lockfile does not say its size.
+const MAX_SOURCE: u64 = 64 << 30;
+
 /// A cache's priority when neither it nor the configuration gives one (lower goes first).
 pub const DEFAULT_PRIORITY: u32 = 50;
 
@@ -284,6 +287,63 @@ impl Substituters {
             }
         }
         found
+    }
+
+    /// Puts the source `sha256` into the store from the first cache whose `sources/` has it with
+    /// exactly those bytes (at most `limit` bytes, the lockfile's size, when known). Whether it
+    /// is in the store now. A cache that has other bytes under that name is a warning.
+    pub fn fetch_source(
+        &self,
+        store: &Store,
+        sha256: &crate::hash::SourceHash,
+        limit: Option<u64>,
+        reporter: &dyn Reporter,
+    ) -> bool {
+        use crate::fetch::{import_stream, Imported};
+        let key = format!("sources/{}", sha256.to_hex());
+        for cache in &self.caches {
+            let body = match cache.backend.open(&key) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => {
+                    reporter.report(Event::Warning(&format!(
+                        "substituter {}: cannot get the source {sha256}: {e}",
+                        cache.url()
+                    )));
+                    continue;
+                }
+            };
+            let id = progress::transfer_id();
+            let what = format!("source {sha256} from {}", cache.url());
+            reporter.report(Event::TransferStarted {
+                id,
+                what: &what,
+                total: limit,
+            });
+            let mut body = TransferReader::new(body, reporter, id);
+            let got = import_stream(
+                &store.sources_dir(),
+                &store.tmp_dir(),
+                &mut body,
+                sha256,
+                limit.unwrap_or(MAX_SOURCE),
+            );
+            reporter.report(Event::TransferFinished { id });
+            match got {
+                Ok(Imported::Stored(_)) => return true,
+                Ok(Imported::Mismatch { actual, bytes }) => {
+                    reporter.report(Event::Warning(&format!(
+                        "substituter {}: its {key} is not that source ({bytes} bytes with {actual}); not used",
+                        cache.url()
+                    )))
+                }
+                Err(e) => reporter.report(Event::Warning(&format!(
+                    "substituter {}: cannot get the source {sha256}: {e}",
+                    cache.url()
+                ))),
+            }
+        }
+        false
     }
 
     /// Downloads, verifies and stores one output from the cache of `c`. The caller holds no

@@ -57,7 +57,7 @@ mod store;
 
 pub use error::{Attempt, ConfigError, Failure, FetchError, LockedSizeWrong, Timeout};
 pub use http::percent_decode;
-pub use store::{import, stored};
+pub use store::{import, import_stream, stored, Imported, StreamError};
 
 /// How to fetch: mirrors, network policy, timeouts and size limits.
 #[derive(Debug, Clone)]

@@ -43,6 +43,54 @@ pub fn import(
     Ok((hash, size))
 }
 
+/// What [`import_stream`] did with a stream.
+#[derive(Debug)]
+pub enum Imported {
+    /// The source is in the store now (or was already).
+    Stored(PathBuf),
+    /// The stream's bytes are not the source: another sha256 (or more than `limit` bytes).
+    Mismatch { actual: SourceHash, bytes: u64 },
+}
+
+/// Stores what `input` yields as the source `expected`, verifying its sha256 while streaming
+/// (from a binary cache's `sources/`: untrusted bytes, so nothing enters the store unless it is
+/// exactly the pinned file). At most `limit` bytes are read. A failing read is `Err(Read)`.
+pub fn import_stream(
+    sources_dir: &Path,
+    tmp_dir: &Path,
+    input: &mut dyn Read,
+    expected: &SourceHash,
+    limit: u64,
+) -> Result<Imported, StreamError> {
+    if let Some(p) = stored(sources_dir, expected) {
+        return Ok(Imported::Stored(p));
+    }
+    let mut temp = temp_file(tmp_dir, "fetch-").map_err(StreamError::Store)?;
+    // One byte past the limit tells a body that is too long from one that is exactly it.
+    let mut reader = HashingReader::new(input.take(limit.saturating_add(1)));
+    match copy(&mut reader, temp.as_file_mut()) {
+        Ok(_) => {}
+        Err(CopyError::Read(e)) => return Err(StreamError::Read(e)),
+        Err(CopyError::Write(e)) => return Err(StreamError::Store(store_err(temp.path(), e))),
+    }
+    let (actual, bytes) = reader.finish();
+    if actual != *expected || bytes > limit {
+        return Ok(Imported::Mismatch { actual, bytes });
+    }
+    commit(temp, sources_dir, expected)
+        .map(Imported::Stored)
+        .map_err(StreamError::Store)
+}
+
+/// Why [`import_stream`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("reading the source failed")]
+    Read(#[source] io::Error),
+    #[error(transparent)]
+    Store(FetchError),
+}
+
 /// A new temp file in `tmp_dir` (created if missing), removed on drop. It stays locked while
 /// open, so that cleaning the store (`Store::remove_orphans`) knows its writer is alive.
 pub(super) fn temp_file(tmp_dir: &Path, prefix: &str) -> Result<NamedTempFile, FetchError> {
