@@ -676,6 +676,26 @@ fn a_second_push_skips_what_is_there(backend: &Backend) {
         again.stderr
     );
     assert_eq!(files_with_mtimes(&cache.files), before, "nothing rewritten");
+
+    // A damaged entry (its archive gone) is pushed again, and then substitutes.
+    let e = entry(&cache, &s.name("a"));
+    std::fs::remove_file(&e.nar).unwrap();
+    let again = s.push(&cache).ok();
+    assert!(
+        again.stderr.contains("pushed 1 output(s)"),
+        "{}",
+        again.stderr
+    );
+    assert!(e.nar.exists(), "the archive is back");
+    let r = s.realize_from(FRESH, &[&cache.url], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        statuses(&r.stdout)
+            .iter()
+            .all(|(_, st)| st == "substituted"),
+        "{}",
+        r.stdout
+    );
 }
 
 fn the_runtime_closure_comes_along(backend: &Backend) {

@@ -192,7 +192,7 @@ fn push_output(
         return Err(PushError::HostBuild { name: name.clone() });
     }
     let info_key = narinfo_key(name);
-    if cache.exists(&info_key)? {
+    if complete_entry(cache, &info_key, name)? {
         return Ok(false);
     }
     reporter.report(Event::Note(&format!("pushing {name} to {}", cache.url())));
@@ -225,6 +225,22 @@ fn push_output(
     cache.put(&info_key, Body::Bytes(text.as_bytes()))?;
     *bytes += text.len() as u64;
     Ok(true)
+}
+
+/// Whether the cache has a usable entry for `name`: a narinfo that parses and the archive it
+/// names. A damaged entry (an archive deleted, a narinfo garbled) is pushed again.
+fn complete_entry(
+    cache: &dyn CacheBackend,
+    info_key: &str,
+    name: &StoreName,
+) -> Result<bool, CacheError> {
+    let Some(bytes) = cache.get(info_key, super::narinfo::MAX_NARINFO_SIZE as u64)? else {
+        return Ok(false);
+    };
+    match NarInfo::parse(&bytes, name.hash_part()) {
+        Ok(info) if &info.store_name == name => cache.exists(&info.url()),
+        _ => Ok(false),
+    }
 }
 
 /// The build log, compressed; a log that cannot be pushed is no reason to fail the output.
