@@ -172,6 +172,14 @@ fn offline_import_and_fetch() {
         r.stderr
     );
     assert_eq!(server.total_hits(), 0, "offline touches no network");
+    // The variable does the same, spelled as people spell it.
+    for on in ["1", "yes", "true"] {
+        let mut c = p.cmd(&["realize", "b"]);
+        c.env("PYBAKE_OFFLINE", on);
+        let r = Run::from(c.output().unwrap());
+        assert_eq!(r.code, 3, "PYBAKE_OFFLINE={on}: {}", r.stderr);
+    }
+    assert_eq!(server.total_hits(), 0, "offline touches no network");
 
     let file = p.path().join("pkg-1.0.tar.gz");
     std::fs::write(&file, &tgz).unwrap();

@@ -68,7 +68,8 @@ pub struct Global {
     #[arg(long, global = true, env = "PYBAKE_LOCKFILE", value_name = "PATH")]
     pub lockfile: Option<PathBuf>,
     /// Never use the network: sources must already be in the store (see `pybake import`).
-    #[arg(long, global = true, env = "PYBAKE_OFFLINE")]
+    /// PYBAKE_OFFLINE=1 (or true, yes, on) does the same.
+    #[arg(long, global = true, env = "PYBAKE_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     pub offline: bool,
     /// A binary cache to substitute outputs from (repeatable; replaces the configured ones):
     /// file:///DIR, http(s)://HOST/PREFIX or s3://BUCKET/PREFIX?endpoint=URL&region=R.
