@@ -1,12 +1,12 @@
 //! pybake: a declarative, content-addressed build system.
 //!
 //! Data flows one way: recipe text -> [`recipe`] (resolved) -> [`graph`] -> [`derivation`] hash
-//! -> [`store`] lookup -> ([`cache`] substitution | [`fetch`] + [`build`], driven by
+//! -> [`store`] lookup -> ([`cache`] substitution | [`fetch`] + [`action`] (the build), driven by
 //! [`scheduler`]) -> store. [`project::Project`] is the entry point that ties them together for a
 //! command; [`cache`] also pushes outputs to binary caches shared between machines.
 
+pub mod action;
 pub mod archive;
-pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::build::{
+use crate::action::{
     BuildError, Builder, Check, Place, RootNeedsSandbox, Sandbox, SandboxMode, SandboxUnavailable,
     Shell, ShellError,
 };

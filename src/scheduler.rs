@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::build::{BuildError, Builder, Check, Job, Sandbox};
+use crate::action::{BuildError, Builder, Check, Job, Sandbox};
 use crate::derivation::Derivation;
 use crate::fetch::FetchConfig;
 use crate::progress::{Event, Reporter};

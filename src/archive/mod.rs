@@ -8,7 +8,7 @@
 //!   with `O_EXCL`, which does not follow a symlink in the last component.
 //! - `dest` itself is the caller's to vouch for: it is created with `create_dir_all`, which
 //!   follows symlinks, so a caller MUST NOT pass a `dest` that is, or passes through, a symlink
-//!   someone else could have placed (`build::sources` checks each component below `$src` first).
+//!   someone else could have placed (`action::sources` checks each component below `$src` first).
 //! - An entry is refused (the whole unpack fails, naming the archive and the entry) if its path is
 //!   absolute or has a `..` component, if it is a device or fifo node or a (GNU) sparse file
 //!   (whose declared size, unbounded, need not match the bytes it stores), if it is a hard link to

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::build::SandboxUnavailable;
+use crate::action::SandboxUnavailable;
 use crate::config::Config;
 use crate::exit::Class;
 use crate::fetch::FetchConfig;
@@ -232,7 +232,7 @@ impl Global {
 pub fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
         Command::Supervise(a) => {
-            return crate::build::supervise::run(a.parent, &a.command[0], &a.command[1..])
+            return crate::action::supervise::run(a.parent, &a.command[0], &a.command[1..])
         }
         Command::Realize(a) => realize::run(&cli.global, a),
         Command::Cache(c) => cache::run(&cli.global, c),
@@ -314,7 +314,7 @@ fn class_of(e: &anyhow::Error) -> Class {
     if let Some(p) = e.downcast_ref::<ProjectError>() {
         return p.class();
     }
-    if let Some(b) = e.downcast_ref::<crate::build::BuildError>() {
+    if let Some(b) = e.downcast_ref::<crate::action::BuildError>() {
         return b.class();
     }
     if let Some(f) = e.downcast_ref::<crate::fetch::FetchError>() {
@@ -332,7 +332,8 @@ fn class_of(e: &anyhow::Error) -> Class {
         .is_some()
         || e.downcast_ref::<crate::lock::LockError>().is_some()
         || e.downcast_ref::<SandboxUnavailable>().is_some()
-        || e.downcast_ref::<crate::build::RootNeedsSandbox>().is_some()
+        || e.downcast_ref::<crate::action::RootNeedsSandbox>()
+            .is_some()
         || e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<crate::fetch::ConfigError>().is_some()
         || e.downcast_ref::<crate::config::ConfigError>().is_some()

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{default_parallelism, Global, EXIT_BUILD_FAILED};
-use crate::build::{BuildError, Check, SandboxMode};
+use crate::action::{BuildError, Check, SandboxMode};
 use crate::exit::Class;
 use crate::progress::{self, Status};
 use crate::project::{requested_paths, Project, RealizeOptions};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::realize::RealizeArgs;
 use super::{default_parallelism, Global};
-use crate::build::{Place, SandboxMode, Terminal};
+use crate::action::{Place, SandboxMode, Terminal};
 use crate::progress;
 use crate::project::ShellOptions;
 

@@ -120,7 +120,7 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>, TreeError> {
 pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// Sees every file's contents while the tree is hashed, so that one read of each file serves
-/// both (reference scanning, see `build/scan.rs`).
+/// both (reference scanning, see `action/scan.rs`).
 pub trait Scanner: Sync {
     /// What the scanner learns about one file.
     type State: Send;

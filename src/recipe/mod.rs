@@ -12,7 +12,7 @@
 //!   holds that resolved path, with no symlink left below the recipe directory. Host files that
 //!   are not part of the project come in through `pybake import` or a pinned `file://` URL.
 //! - A `dest` is relative and has no `..` (that it never passes through a symlink is checked when
-//!   sources are laid out, see `build::sources`).
+//!   sources are laid out, see `action::sources`).
 
 mod error;
 mod raw;
