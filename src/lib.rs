@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod archive;
+pub mod atomic;
 pub mod cache;
 pub mod cli;
 pub mod config;

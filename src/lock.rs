@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::{self, Publish};
 use crate::derivation::{host_platform, Derivation};
 use crate::hash::{DrvHash, SourceHash};
 use crate::recipe::Origin;
@@ -157,9 +158,11 @@ impl Lockfile {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
-        crate::store::write_atomic(path, self.to_json().as_bytes()).map_err(|e| LockError::Write {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
+        atomic::write(path, self.to_json().as_bytes(), Publish::READABLE).map_err(|source| {
+            LockError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 
@@ -437,5 +440,18 @@ mod tests {
             e.contains("format 99") && e.contains("reads format 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_failed_write_keeps_its_cause_and_names_the_lockfile() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("no-such-dir/lockfile.json");
+        let e = Lockfile::empty().write(&p).unwrap_err();
+        let LockError::Write { source, .. } = &e else {
+            panic!("{e:?}")
+        };
+        // Decided from its kind, not its text: a missing directory, not an opaque "other".
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("no-such-dir/lockfile.json"), "{e}");
     }
 }

@@ -8,13 +8,14 @@
 //! any store. Files are rewritten through a temporary file in the same directory and a rename,
 //! streamed with bounded memory.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use fs_err::File;
 use memchr::memmem;
 
+use crate::atomic::{self, Publish};
 use crate::store::StoreName;
 
 /// How much of a file is handled at a time.
@@ -93,14 +94,10 @@ fn contains_any(path: &Path, finders: &[memmem::Finder]) -> io::Result<bool> {
 /// mode is kept.
 fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
     let keep = BLANK.len() - 1;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".pybake-blank-")
-        .tempfile_in(dir)?;
-    {
+    let mode = fs_err::metadata(path)?.permissions().mode();
+    let how = Publish::READABLE.with_mode(mode & 0o7777);
+    atomic::write_with(path, ".pybake-blank-", how, |out| {
         let mut input = File::open(path)?;
-        let out = tmp.as_file_mut();
         let mut buf = vec![0u8; CHUNK + keep];
         let mut carried = 0;
         loop {
@@ -108,8 +105,7 @@ fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
             let len = carried + n;
             replace_all(&mut buf[..len], finders);
             if n == 0 {
-                out.write_all(&buf[..len])?;
-                break;
+                return out.write_all(&buf[..len]);
             }
             // A match starting in the last `keep` bytes is not complete yet: keep them for the
             // next round, where the whole match is in the buffer.
@@ -118,11 +114,7 @@ fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
             buf.copy_within(emit..len, 0);
             carried = len - emit;
         }
-    }
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

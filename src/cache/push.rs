@@ -202,7 +202,7 @@ fn push_output(
         name: name.clone(),
         reason,
     };
-    let tmp = crate::store::locked_temp_file(&store.tmp_dir(), "push-")
+    let tmp = crate::atomic::locked_temp_file(&store.tmp_dir(), "push-")
         .map_err(|e| archive_err(format!("cannot make a temporary file: {e}")))?;
     let file = tmp.reopen().map_err(|e| archive_err(e.to_string()))?;
     let mut z = Compressor::new(std::io::BufWriter::new(file), opts.level, opts.threads)
@@ -255,7 +255,7 @@ fn push_log(
     let Ok(mut input) = std::fs::File::open(&log) else {
         return;
     };
-    let Ok(tmp) = crate::store::locked_temp_file(&store.tmp_dir(), "push-log-") else {
+    let Ok(tmp) = crate::atomic::locked_temp_file(&store.tmp_dir(), "push-log-") else {
         return;
     };
     let Ok(out) = tmp.reopen() else { return };

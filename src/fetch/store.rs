@@ -1,13 +1,12 @@
 //! The source store directory: lookup, atomic commit of a verified temp file, import.
 
-use std::fs::Permissions;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
 use super::FetchError;
+use crate::atomic::{self, Publish};
 use crate::hash::{HashingReader, SourceHash};
 
 /// `sources_dir/<hex>` if the source is stored. Trusts the store: the file is not re-hashed.
@@ -95,7 +94,7 @@ pub enum StreamError {
 /// open, so that cleaning the store (`Store::remove_orphans`) knows its writer is alive.
 pub(super) fn temp_file(tmp_dir: &Path, prefix: &str) -> Result<NamedTempFile, FetchError> {
     fs_err::create_dir_all(tmp_dir).map_err(|e| store_err(tmp_dir, e))?;
-    crate::store::locked_temp_file(tmp_dir, prefix).map_err(|e| store_err(tmp_dir, e))
+    atomic::locked_temp_file(tmp_dir, prefix).map_err(|e| store_err(tmp_dir, e))
 }
 
 /// Makes a verified temp file the stored source `sha256`: read-only, fsynced, renamed into
@@ -106,15 +105,8 @@ pub(super) fn commit(
     sha256: &SourceHash,
 ) -> Result<PathBuf, FetchError> {
     fs_err::create_dir_all(sources_dir).map_err(|e| store_err(sources_dir, e))?;
-    let file = temp.as_file();
-    file.set_permissions(Permissions::from_mode(0o444))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| store_err(temp.path(), e))?;
     let dest = sources_dir.join(sha256.to_hex());
-    temp.persist(&dest).map_err(|e| store_err(&dest, e.error))?;
-    fs_err::File::open(sources_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| store_err(sources_dir, e))?;
+    atomic::commit(temp, &dest, Publish::FINAL).map_err(|e| store_err(&dest, e))?;
     Ok(dest)
 }
 
@@ -149,6 +141,8 @@ pub(super) fn copy(r: &mut impl Read, w: &mut impl Write) -> Result<u64, CopyErr
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -12,10 +12,11 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{io_at, orphans, StoreError};
+use super::{io_at, StoreError};
+use crate::atomic::{self, Publish};
 
 /// Mode of metadata, logs and other files pybake writes that are not outputs.
-const FILE_MODE: u32 = 0o644;
+const FILE_MODE: u32 = Publish::READABLE.mode;
 /// Mode of the store's own directories.
 const DIR_MODE: u32 = 0o755;
 
@@ -37,24 +38,13 @@ pub fn create_readable(path: &Path) -> io::Result<File> {
 }
 
 /// Writes `bytes` to `path` (mode 0644) through a temporary file in the same directory and a
-/// rename. Readers never see a partial file. The temporary holds a lock while it exists, so a
-/// temporary left by a killed process is known stale (see [`super::Store::remove_orphans`]).
-/// There is no fsync: after a power loss the file may be empty, which readers treat as absent
-/// (see [`super::Store::is_valid`]); an fsync per output cost a third of the time of a graph of
-/// small builds.
+/// rename ([`crate::atomic::write`]): readers never see a partial file, and a temporary left by a
+/// killed process is known stale (see [`super::Store::remove_orphans`]). There is no fsync:
+/// after a power loss the file may be empty, which readers treat as absent (see
+/// [`super::Store::is_valid`]); an fsync per output cost a third of the time of a graph of small
+/// builds.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = orphans::locked_temp_file(dir, orphans::ATOMIC_PREFIX).map_err(io_at(dir))?;
-    tmp.write_all(bytes).map_err(io_at(path))?;
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(io_at(path))?;
-    tmp.persist(path).map_err(|e| StoreError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    atomic::write(path, bytes, Publish::READABLE).map_err(io_at(path))
 }
 
 /// Files become 0444 (0555 if executable), directories 0555. Symlinks are left alone.
@@ -136,37 +126,38 @@ pub fn unshare_hard_links(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(replaced)
 }
 
-/// A temporary in `path`'s directory, renamed over `path` once `fill` has written it.
-fn replace_via_temp(path: &Path, fill: impl Fn(&Path) -> io::Result<()>) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// Name prefix of the temporaries that replace a hard-linked file.
+const UNLINK_PREFIX: &str = ".pybake-unlink-";
+
+fn replace_with_copy(path: &Path) -> Result<(), StoreError> {
+    let mode = fs_err::symlink_metadata(path)
+        .map_err(io_at(path))?
+        .permissions()
+        .mode();
+    let how = Publish::READABLE.with_mode(mode & 0o777);
+    with_writable_dir(parent(path), || {
+        atomic::write_with(path, UNLINK_PREFIX, how, |to| {
+            io::copy(&mut fs_err::File::open(path)?, to).map(drop)
+        })
+    })
+    .map_err(io_at(path))
+}
+
+/// Links `path` to `original` in its place: a new link under a temporary name, renamed over it.
+fn replace_with_link(original: &Path, path: &Path) -> Result<(), StoreError> {
+    let dir = parent(path);
     with_writable_dir(dir, || {
         let tmp = tempfile::Builder::new()
-            .prefix(".pybake-unlink-")
-            .make_in(dir, |p| fill(p))?;
+            .prefix(UNLINK_PREFIX)
+            .make_in(dir, |tmp| fs_err::hard_link(original, tmp))?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     })
     .map_err(io_at(path))
 }
 
-fn replace_with_copy(path: &Path) -> Result<(), StoreError> {
-    let mode = std::fs::symlink_metadata(path)
-        .map_err(io_at(path))?
-        .permissions()
-        .mode();
-    replace_via_temp(path, |tmp| {
-        let mut from = File::open(path)?;
-        let mut to = File::create_new(tmp)?;
-        io::copy(&mut from, &mut to)
-            .and_then(|_| to.set_permissions(Permissions::from_mode(mode & 0o777)))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(tmp);
-            })
-    })
-}
-
-fn replace_with_link(original: &Path, path: &Path) -> Result<(), StoreError> {
-    replace_via_temp(path, |tmp| std::fs::hard_link(original, tmp))
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
 }
 
 /// Runs `f` with `dir` writable by its owner, restoring its mode afterwards (a step may have

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::gc::GcError;
-use super::{files, io_at, orphans, write_atomic, Store, StoreName};
+use super::{files, io_at, write_atomic, Store, StoreName};
 
 /// Hex digits of the project key: 64 bits tell apart the projects of one store.
 const KEY_HEX: usize = 16;
@@ -124,7 +124,7 @@ impl Store {
             let name = e.file_name();
             if name
                 .as_bytes()
-                .starts_with(orphans::ATOMIC_PREFIX.as_bytes())
+                .starts_with(crate::atomic::TEMP_PREFIX.as_bytes())
             {
                 continue;
             }

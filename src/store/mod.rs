@@ -37,7 +37,7 @@ pub use gc::{Garbage, GarbageKind, GcError, GcGuard, GcPlan, GcReport, RealizeGu
 pub use gc_roots::{project_key, GcRoot};
 pub use meta::Meta;
 pub use name::{BadStoreName, StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
-pub use orphans::{locked_temp_file, ShellDir, Sweep};
+pub use orphans::{ShellDir, Sweep};
 pub use why::{Edge, Hop};
 
 /// The path builds see the store at inside the sandbox, on every machine.

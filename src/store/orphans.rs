@@ -7,7 +7,8 @@
 //! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*`, `.pybake/tmp/push-*` (downloads, imports and
 //!   archives being pushed) and
 //!   `.pybake/meta/.tmp*` and `.pybake/gcroots/.tmp*` (metadata or a GC root being written): a
-//!   lock on the file itself, taken right after creating it ([`locked_temp_file`]); the same for
+//!   lock on the file itself, taken right after creating it ([`crate::atomic::locked_temp_file`],
+//!   which every atomic write uses); the same for
 //!   `.pybake/drv/.tmp*` and `.pybake/last/.tmp*`, written the same way;
 //! - `.pybake/tmp/shell-XXXXXX/`, the build directory of a `pybake shell` ([`ShellDir`]): a lock
 //!   on the directory itself, held while the shell runs.
@@ -21,16 +22,11 @@
 
 use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
-
 use super::{io_at, remove_tree, Store, StoreError, StoreName};
+use crate::atomic::{names, TEMP_PREFIX};
 
-/// Name prefix of [`super::write_atomic`]'s temporaries (`tempfile`'s default, which earlier
-/// versions used, so their leftovers are recognised too).
-pub(super) const ATOMIC_PREFIX: &str = ".tmp";
 /// Name prefixes of download and import temporaries in `.pybake/tmp` (see `fetch/store.rs`).
 const WRITER_PREFIXES: [&str; 3] = ["fetch-", "import-", "push-"];
 /// A file in a build directory that `--keep-failed` kept for the user.
@@ -39,34 +35,6 @@ pub(super) const KEPT_MARKER: &str = "KEPT-BY-PYBAKE";
 const SHELL_PREFIX: &str = "shell-";
 /// Directories under `.pybake` where [`super::write_atomic`] leaves temporaries.
 const ATOMIC_DIRS: [&str; 4] = ["meta", "gcroots", "drv", "last"];
-
-/// A new temporary file in `dir` whose name starts with `prefix`, locked (`flock`, exclusive)
-/// for as long as it is open, so that [`Store::remove_orphans`] leaves it alone. Dropping it
-/// removes it, as [`NamedTempFile`] does.
-pub fn locked_temp_file(dir: &Path, prefix: &str) -> io::Result<NamedTempFile> {
-    loop {
-        let tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
-        tmp.as_file().lock()?;
-        // Until our lock, a cleaner could take the file for an orphan and remove it; the lock
-        // would then be on an unlinked inode. Start over under a new name.
-        if names(tmp.path(), tmp.as_file())? {
-            return Ok(tmp);
-        }
-        // The name no longer belongs to us: do not let the drop remove whatever it now names.
-        let _ = tmp.keep();
-    }
-}
-
-/// Whether `path` names the same inode as the open `file`.
-fn names(path: &Path, file: &File) -> io::Result<bool> {
-    let on_disk = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let open = file.metadata()?;
-    Ok((on_disk.dev(), on_disk.ino()) == (open.dev(), open.ino()))
-}
 
 /// What [`Store::remove_orphans`] did.
 #[derive(Debug, Default)]
@@ -98,7 +66,7 @@ impl Store {
         }
         for dir in ATOMIC_DIRS {
             for (name, path, is_dir) in list(&self.internal(dir), &mut sweep) {
-                if !is_dir && name.starts_with(ATOMIC_PREFIX) {
+                if !is_dir && name.starts_with(TEMP_PREFIX) {
                     let removed = remove_unless_locked(&path);
                     sweep.record(removed, path);
                 }
@@ -299,27 +267,8 @@ pub(super) fn try_lock(file: &File) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::atomic::locked_temp_file;
     use crate::hash::DrvHash;
-
-    fn held_by_someone_else(path: &Path) -> bool {
-        !try_lock(&File::open(path).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn locked_temp_file_is_locked_while_open_and_removed_on_drop() {
-        let t = tempfile::tempdir().unwrap();
-        let tmp = locked_temp_file(t.path(), "fetch-").unwrap();
-        let path = tmp.path().to_path_buf();
-        assert!(path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("fetch-"));
-        assert!(held_by_someone_else(&path));
-        drop(tmp);
-        assert!(!path.exists());
-    }
 
     #[test]
     fn build_dir_names_are_recognised() {
@@ -349,7 +298,7 @@ mod tests {
         let live_fetch = locked_temp_file(&tmp, "fetch-").unwrap();
         let stale_meta = meta.join(".tmpdead00");
         std::fs::write(&stale_meta, "{").unwrap();
-        let live_meta = locked_temp_file(&meta, ATOMIC_PREFIX).unwrap();
+        let live_meta = locked_temp_file(&meta, TEMP_PREFIX).unwrap();
         let other = tmp.join("something-else");
         std::fs::write(&other, "").unwrap();
         let stale_drv = store.internal("drv").join(".tmpdead01");
