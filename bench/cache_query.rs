@@ -2,6 +2,8 @@
 //! a stock nginx on loopback, with `get_many` (concurrent) and with one `get` after another (as
 //! Nix did, nix#5118). Prints the figures; it asserts nothing (timings are not pass/fail).
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 #[allow(dead_code)]
 #[path = "../tests/support/servers.rs"]
 mod servers;

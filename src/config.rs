@@ -85,7 +85,7 @@ impl Config {
 
     /// Applies a file if it exists; its paths are relative to its directory.
     fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match fs_err::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
@@ -189,6 +189,7 @@ fn user_file() -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

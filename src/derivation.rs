@@ -39,8 +39,8 @@ pub fn host_platform() -> String {
 pub fn host_identity() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
-        let text = std::fs::read_to_string("/etc/os-release")
-            .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        let text = fs_err::read_to_string("/etc/os-release")
+            .or_else(|_| fs_err::read_to_string("/usr/lib/os-release"))
             .unwrap_or_default();
         identity_of(&text)
     })

@@ -204,6 +204,7 @@ impl<'a> Graph<'a> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     fn set(files: &[(&str, &str)]) -> (tempfile::TempDir, RecipeSet) {

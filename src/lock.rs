@@ -121,7 +121,7 @@ impl Lockfile {
     }
 
     pub fn read(path: &Path) -> Result<Self, LockError> {
-        let bytes = std::fs::read(path).map_err(|source| LockError::Read {
+        let bytes = fs_err::read(path).map_err(|source| LockError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -358,6 +358,7 @@ fn tree_size(path: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     #[test]

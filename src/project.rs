@@ -274,7 +274,7 @@ impl<'p> Closure<'p> {
         let sources = self.project.store.sources_dir();
         let size_of = |h: &crate::hash::SourceHash| {
             fetch::stored(&sources, h)
-                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|p| fs_err::metadata(p).ok())
                 .map(|m| m.len())
         };
         Lockfile::from_derivations(&self.project.set.dir, &self.drvs, &self.pins, &size_of)

@@ -84,7 +84,7 @@ fn respond(stream: &mut TcpStream, root: &Path) -> std::io::Result<()> {
     }
     match resolve(root, target) {
         Some(file) => {
-            let data = std::fs::read(&file)?;
+            let data = fs_err::read(&file)?;
             write!(
                 stream,
                 "HTTP/1.1 200 OK\r\n{common}Content-Type: {}\r\nContent-Length: {}\r\n\r\n",
@@ -121,6 +121,7 @@ pub fn serve(listener: TcpListener, root: PathBuf) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     #[test]

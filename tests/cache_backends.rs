@@ -3,6 +3,8 @@
 //! and s3s-fs (an S3 server that checks signatures). Then each backend's own failure classes,
 //! with the fault-injecting server of `support::http` where a real server cannot misbehave.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod support;
 
 use std::io::{self, Read, Write};

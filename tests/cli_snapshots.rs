@@ -2,6 +2,8 @@
 //! line and a caret, and plans. Temporary paths and hashes are masked, so the snapshots hold on
 //! every machine; a change of wording shows up as a reviewable diff in tests/snapshots/.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

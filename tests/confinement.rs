@@ -2,6 +2,8 @@
 //! sources stay inside the recipe directory, names fit the store, and only regular files are
 //! read as recipes. A "host" directory in the test's own temp dir stands for the host outside.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 
 use std::os::unix::fs::symlink;

@@ -1,6 +1,8 @@
 //! Debian packages as sources, through the real binary: a `.deb` URL is unpacked into a
 //! merged-/usr tree, several compose in one `dest`, and two shipping one path are refused.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 
 use common::*;

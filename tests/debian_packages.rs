@@ -1,6 +1,8 @@
 //! scripts/debian-packages against a small archive served on loopback: the closure it pins,
 //! the block it writes into a recipe, and what it refuses.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! fresh project, then every `$ command` of the ```console blocks runs with `pybake` on PATH and
 //! its output is compared with the lines shown (`…` matches anything).
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -1,6 +1,8 @@
 //! `pybake explain NAME` and `realize --explain`: why a recipe's current derivation is not the
 //! one built last time, down to the input that changed, across dependencies in one line.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -1,5 +1,7 @@
 //! Failing steps, --keep-failed, --keep-going, -j, SIGKILL in mid-build, and concurrent realizes.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

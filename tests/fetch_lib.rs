@@ -1,5 +1,7 @@
 //! The fetch library against a misbehaving loopback HTTP server (`support::http`).
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod support;
 
 use std::path::{Path, PathBuf};

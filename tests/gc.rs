@@ -1,6 +1,8 @@
 //! Garbage collection and queries through the real binary: roots recorded by `realize`, `gc`
 //! (with `--dry-run`, `--runtime-only`, `--no-wait`), `gc-root`, and `why-depends`.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -1,5 +1,7 @@
 //! Derivation hashes do not depend on where the checkout or the store lives.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

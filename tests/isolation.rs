@@ -1,5 +1,7 @@
 //! The build environment: cleared, rebuilt from a documented list, sandboxed when possible.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

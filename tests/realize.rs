@@ -1,5 +1,7 @@
 //! Realize, caching, rebuilds on change, and the query commands.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -1,5 +1,7 @@
 //! Recipe errors: each names the file and line, exits 2, and builds nothing.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -2,6 +2,8 @@
 //! committed lockfile pins exactly what the committed recipes say (what `realize --locked` in
 //! CI relies on). No network: nothing here fetches or builds.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

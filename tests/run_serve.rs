@@ -1,5 +1,7 @@
 //! `pybake run` and `pybake serve`.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -1,6 +1,8 @@
 //! `pybake shell NAME [-- CMD...]`: NAME's build environment (sandbox, root, environment,
 //! `$src`, dependencies) in a fresh or a kept build directory.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 use std::path::Path;

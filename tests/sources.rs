@@ -1,5 +1,7 @@
 //! Pinned URL sources, mirrors, offline use, import, and the lockfile, through the real binary.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 mod support;
 

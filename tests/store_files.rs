@@ -1,6 +1,8 @@
 //! What the store leaves on disk: orphaned temporaries removed once nobody holds them, modes that
 //! let other users read a store, and outputs that share no inode with files outside them.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 use common::*;
 

@@ -5,6 +5,8 @@
 //! and never in an unverified file in the store. Failures only HTTP can produce (5xx, 401/403)
 //! use nginx's real answers or the fault-injecting server of `support::http`.
 
+#![allow(clippy::disallowed_methods)] // tests may use std::fs; src uses fs-err (clippy.toml)
+
 mod common;
 mod support;
 

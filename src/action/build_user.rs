@@ -166,8 +166,7 @@ pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
             let path = e.path().map(Path::to_path_buf).unwrap_or_default();
             io::Error::other(format!("walking {}: {e}", path.display()))
         })?;
-        std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid))
-            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", e.path().display())))?;
+        fs_err::os::unix::fs::lchown(e.path(), Some(uid), Some(gid))?;
     }
     Ok(())
 }

@@ -319,7 +319,7 @@ impl Builder<'_> {
         if recipe.steps.is_empty() {
             // Nothing to run: the laid-out sources are the output (a build root of .debs).
             let out = dirs.store_view.join(job.drv.store_name.as_str());
-            return std::fs::rename(dirs.build.join("src"), &out).map_err(io(&out));
+            return fs_err::rename(dirs.build.join("src"), &out).map_err(io(&out));
         }
         let prepared = self.ready(job, dirs, root)?;
 
@@ -544,7 +544,7 @@ fn describe_status(status: &std::process::ExitStatus) -> String {
 
 /// The last `n` lines of a file (reading at most its last 64 KiB).
 fn tail(path: &Path, n: usize) -> String {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = fs_err::File::open(path) else {
         return String::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);

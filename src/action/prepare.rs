@@ -30,9 +30,9 @@ impl Dirs {
     /// Creates `build/{src,work,home,tmp}` and `store/`.
     pub fn create(&self) -> Result<(), BuildError> {
         for d in ["src", "work", "home", "tmp"] {
-            std::fs::create_dir_all(self.build.join(d)).map_err(io(&self.build))?;
+            fs_err::create_dir_all(self.build.join(d)).map_err(io(&self.build))?;
         }
-        std::fs::create_dir_all(&self.store_view).map_err(io(&self.store_view))
+        fs_err::create_dir_all(&self.store_view).map_err(io(&self.store_view))
     }
 }
 

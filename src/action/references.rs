@@ -37,12 +37,12 @@ pub fn blank_out(root: &Path, names: &[StoreName]) -> io::Result<usize> {
         })?;
         let ft = e.file_type();
         if ft.is_symlink() {
-            let target = std::fs::read_link(e.path())?;
+            let target = fs_err::read_link(e.path())?;
             let mut bytes = target.as_os_str().as_encoded_bytes().to_vec();
             if replace_all(&mut bytes, &finders) {
                 use std::os::unix::ffi::OsStrExt;
-                std::fs::remove_file(e.path())?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&bytes), e.path())?;
+                fs_err::remove_file(e.path())?;
+                fs_err::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&bytes), e.path())?;
                 changed += 1;
             }
         } else if ft.is_file() && contains_any(e.path(), &finders)? {
@@ -119,6 +119,7 @@ fn rewrite(path: &Path, finders: &[memmem::Finder]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::DrvHash;
 

@@ -112,7 +112,7 @@ const OWN_MOUNTS: &[&str] = &["build", "dev", "proc", "pybake", "tmp"];
 /// The top-level entries of a root file system, sorted, without the ones pybake mounts.
 fn root_entries(root: &Path) -> io::Result<Vec<(String, RootEntry)>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(root)? {
+    for e in fs_err::read_dir(root)? {
         let e = e?;
         let Some(name) = e.file_name().to_str().map(String::from) else {
             continue;
@@ -122,7 +122,7 @@ fn root_entries(root: &Path) -> io::Result<Vec<(String, RootEntry)>> {
         }
         let ft = e.file_type()?;
         let kind = if ft.is_symlink() {
-            RootEntry::Link(std::fs::read_link(e.path())?)
+            RootEntry::Link(fs_err::read_link(e.path())?)
         } else if ft.is_dir() {
             RootEntry::Dir
         } else {
@@ -147,9 +147,9 @@ pub fn write_etc(dir: &Path) -> io::Result<()> {
         ("group", format!("root:x:0:\npybake:x:{u}:\nnogroup:x:65534:\n")),
         ("hosts", "127.0.0.1 localhost pybake\n::1 localhost\n".to_string()),
     ];
-    std::fs::create_dir_all(dir)?;
+    fs_err::create_dir_all(dir)?;
     for (name, text) in files {
-        std::fs::write(dir.join(name), text)?;
+        fs_err::write(dir.join(name), text)?;
     }
     Ok(())
 }
@@ -360,7 +360,7 @@ impl Sandbox {
                 c.args(["--ro-bind", "/usr", "/usr"]);
                 // Mirror the host's merged-/usr symlinks (or bind the real directories).
                 for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-                    match std::fs::read_link(top) {
+                    match fs_err::read_link(top) {
                         Ok(target) => {
                             c.arg("--symlink").arg(target).arg(top);
                         }

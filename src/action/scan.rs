@@ -150,6 +150,7 @@ impl Scanner for Finders<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::DrvHash;
 

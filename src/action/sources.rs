@@ -20,8 +20,10 @@
 //! for one) then write the same bytes in every build, whenever the sources were unpacked.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use fs_err::os::unix::fs::OpenOptionsExt;
 
 use super::BuildError;
 use crate::fetch::FetchConfig;
@@ -127,13 +129,11 @@ impl Layout<'_> {
     /// was checked already. Nothing else writes to `$src` while sources are laid out (the steps
     /// have not started), so what `lstat` sees stays true.
     fn real_dir(&self, path: &Path, shown: &Path) -> Result<(), BuildError> {
-        match std::fs::symlink_metadata(path) {
+        match fs_err::symlink_metadata(path) {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(m) => Err(self.blocked(shown, m.file_type())),
             // mkdir(2) does not follow a symlink in the last component: it fails on one.
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                std::fs::create_dir(path).map_err(io(path))
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => fs_err::create_dir(path).map_err(io(path)),
             Err(e) => Err(io(path)(e)),
         }
     }
@@ -165,7 +165,7 @@ impl Layout<'_> {
                 Kind::File { .. } => copy_file(&e.path, &target)?,
                 // symlink(2) never follows an existing link at `target`: it fails.
                 Kind::Symlink { target: link } => {
-                    std::os::unix::fs::symlink(link, &target).map_err(clash_or_io(&target))?
+                    fs_err::os::unix::fs::symlink(link, &target).map_err(clash_or_io(&target))?
                 }
             }
         }
@@ -226,10 +226,10 @@ fn clash_or_io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
 /// Copies a file with a normalised mode (0644, or 0755 when executable). `to` is created with
 /// `O_EXCL`, so an existing file or link there is a clash, never overwritten or followed.
 fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
-    let mut input = std::fs::File::open(from).map_err(io(from))?;
+    let mut input = fs_err::File::open(from).map_err(io(from))?;
     let exec = input.metadata().map_err(io(from))?.permissions().mode() & 0o100 != 0;
     let mode = if exec { 0o755 } else { 0o644 };
-    let mut output = std::fs::OpenOptions::new()
+    let mut output = fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
@@ -244,6 +244,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::recipe::Location;
     use std::os::unix::fs::symlink;

@@ -258,7 +258,7 @@ fn kill_all(step: libc::pid_t) {
 /// This process's live children (zombies excluded), from /proc.
 fn children() -> Vec<libc::pid_t> {
     let me = std::process::id();
-    let listed = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"));
+    let listed = fs_err::read_to_string(format!("/proc/{me}/task/{me}/children"));
     let candidates: Vec<libc::pid_t> = match listed {
         Ok(text) => text
             .split_whitespace()
@@ -271,7 +271,7 @@ fn children() -> Vec<libc::pid_t> {
 }
 
 fn stat_fields(pid: libc::pid_t) -> Option<(char, libc::pid_t)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let mut f = rest.split_whitespace();
@@ -285,7 +285,7 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 }
 
 fn scan_proc_for_children(me: libc::pid_t) -> Vec<libc::pid_t> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(dir) = fs_err::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()

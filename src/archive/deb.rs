@@ -348,7 +348,7 @@ pub(super) fn make_compat_links(
 ) -> Result<(), ArchiveError> {
     for name in names {
         let link = dest.join(name);
-        std::os::unix::fs::symlink(Path::new("usr").join(name), &link).map_err(|source| {
+        fs_err::os::unix::fs::symlink(Path::new("usr").join(name), &link).map_err(|source| {
             ArchiveError::Dest {
                 archive: archive.to_path_buf(),
                 path: link.clone(),

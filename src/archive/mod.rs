@@ -395,7 +395,7 @@ impl Unpacker<'_> {
                 }
                 (EntryType::Symlink, Some(target)) => {
                     let path = self.prepare_leaf(&name, &comps)?;
-                    std::os::unix::fs::symlink(&target, &path)
+                    fs_err::os::unix::fs::symlink(&target, &path)
                         .map_err(|e| self.write_err(&name, &path, e))?;
                     self.symlinks.insert(comps, (name, target));
                 }

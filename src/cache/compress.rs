@@ -231,6 +231,7 @@ impl<R: Read> Read for Decompressor<R> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::nar::{unpack_nar, write_nar, NarLimits};
 

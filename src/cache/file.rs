@@ -17,7 +17,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -91,11 +90,12 @@ impl FileCache {
     }
 
     fn open_root(&self) -> io::Result<OwnedFd> {
-        let root = std::fs::OpenOptions::new()
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let root = fs_err::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(&self.root)?;
-        Ok(root.into())
+        Ok(root.into_file().into())
     }
 
     /// Opens, from `root`, each directory of `key` but the last component, refusing symlinks,

@@ -170,7 +170,7 @@ fn upload_unless_present(
         return Ok(false);
     }
     cache.put(key, body)?;
-    *bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    *bytes += fs_err::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(true)
 }
 
@@ -252,7 +252,7 @@ fn push_log(
     bytes: &mut u64,
 ) {
     let log = store.log_path(name);
-    let Ok(mut input) = std::fs::File::open(&log) else {
+    let Ok(mut input) = fs_err::File::open(&log) else {
         return;
     };
     let Ok(tmp) = crate::atomic::locked_temp_file(&store.tmp_dir(), "push-log-") else {

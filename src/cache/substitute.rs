@@ -691,6 +691,7 @@ fn add_with_references(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::cache::compress::compress_stream;
     use crate::hash::nar::write_nar;

@@ -4,6 +4,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use super::{Global, EXIT_BUILD_FAILED};
 use crate::cache::keys::SecretKey;
 use crate::cache::open_cache;
@@ -119,14 +121,15 @@ pub fn key(c: &KeyCommand) -> anyhow::Result<i32> {
 
 /// Creates `path` with mode 0600 and `text`, refusing to replace a file.
 fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    // fs-err's error names the file.
+    let mut f = fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        .context("cannot create the secret key")?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
     Ok(())
@@ -140,8 +143,7 @@ fn secret_key(project: &Project, flags: &PushFlags) -> anyhow::Result<Option<Sec
     let Some(file) = file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| anyhow::anyhow!("cannot read the secret key {}: {e}", file.display()))?;
+    let text = fs_err::read_to_string(&file).context("cannot read the secret key")?;
     let key: SecretKey = text
         .trim()
         .parse()

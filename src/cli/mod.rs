@@ -276,7 +276,7 @@ pub fn report(e: &(dyn std::error::Error + 'static)) {
     }
     if let Some(at) = location_of(e) {
         // Read again for display only (lossily: the error may be that it is not UTF-8).
-        if let Ok(bytes) = std::fs::read(&at.file) {
+        if let Ok(bytes) = fs_err::read(&at.file) {
             eprint!(
                 "{}",
                 crate::recipe::snippet(&at, &String::from_utf8_lossy(&bytes))

@@ -66,7 +66,7 @@ pub fn log(g: &Global, o: &One) -> anyhow::Result<i32> {
         return Ok(0);
     };
     let log = project.store().log_path(&d.store_name);
-    let bytes = std::fs::read(&log).map_err(|_| {
+    let bytes = fs_err::read(&log).map_err(|_| {
         anyhow::anyhow!(
             "no build log for `{}` ({}) in this store: it has not been built here since its last change\n  hint: run `pybake realize {}`",
             o.name,

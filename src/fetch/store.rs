@@ -141,6 +141,7 @@ pub(super) fn copy(r: &mut impl Read, w: &mut impl Write) -> Result<u64, CopyErr
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;

@@ -26,11 +26,13 @@
 //! itself, and the ordering rule means no name is ever created twice. Both return the archive's
 //! sha256 and length ([`NarHash`], NarSize).
 
-use std::fs::{File, Permissions};
+use std::fs::Permissions;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use fs_err::os::unix::fs::OpenOptionsExt;
+use fs_err::File;
 use sha2::{Digest, Sha256};
 
 use super::NarHash;
@@ -164,7 +166,7 @@ impl<W: Write> HashWriter<W> {
 
 /// Writes the archive of the directory `root` to `out`; returns its hash and length.
 pub fn write_nar(root: &Path, out: &mut impl Write) -> Result<(NarHash, u64), NarError> {
-    let meta = std::fs::symlink_metadata(root).map_err(io_err(root))?;
+    let meta = fs_err::symlink_metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
         return Err(NarError::RootNotDirectory {
             path: root.to_path_buf(),
@@ -196,7 +198,7 @@ fn write_dir<W: Write>(
     buf: &mut [u8],
 ) -> Result<(), NarError> {
     let mut names = Vec::new();
-    for item in std::fs::read_dir(dir).map_err(io_err(dir))? {
+    for item in fs_err::read_dir(dir).map_err(io_err(dir))? {
         let item = item.map_err(io_err(dir))?;
         let name = item
             .file_name()
@@ -215,12 +217,12 @@ fn write_dir<W: Write>(
         }
         w.u64(name.len() as u64)?;
         w.put(name.as_bytes())?;
-        let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        let meta = fs_err::symlink_metadata(&path).map_err(io_err(&path))?;
         let ft = meta.file_type();
         if ft.is_dir() {
             write_dir(w, &path, depth + 1, buf)?;
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(io_err(&path))?;
+            let target = fs_err::read_link(&path).map_err(io_err(&path))?;
             let target = target
                 .to_str()
                 .ok_or_else(|| NarError::NonUtf8 { path: path.clone() })?;
@@ -295,7 +297,7 @@ pub fn unpack_nar(
     dest: &Path,
     limits: &NarLimits,
 ) -> Result<(NarHash, u64), NarError> {
-    match std::fs::create_dir(dest) {
+    match fs_err::create_dir(dest) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(NarError::DestExists {
@@ -314,7 +316,7 @@ pub fn unpack_nar(
     let result = u.run(dest);
     if result.is_err() {
         // Only what this call created is removed; `remove_dir_all` does not follow symlinks.
-        let _ = std::fs::remove_dir_all(dest);
+        let _ = fs_err::remove_dir_all(dest);
     }
     result
 }
@@ -440,7 +442,7 @@ impl<R: Read> Unpacker<R> {
             let at = self.offset;
             match self.tag()? {
                 b'd' => {
-                    std::fs::create_dir(&child).map_err(io_err(&child))?;
+                    fs_err::create_dir(&child).map_err(io_err(&child))?;
                     set_mode(&child, 0o755)?;
                     self.dir(&child, depth + 1)?;
                 }
@@ -529,12 +531,12 @@ impl<R: Read> Unpacker<R> {
         if target.contains('\0') {
             return Err(bad(self, target, "contains NUL"));
         }
-        std::os::unix::fs::symlink(&target, path).map_err(io_err(path))
+        fs_err::os::unix::fs::symlink(&target, path).map_err(io_err(path))
     }
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), NarError> {
-    std::fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io_err(path))
+    fs_err::set_permissions(path, Permissions::from_mode(mode)).map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ impl RecipeSet {
             dir: dir.to_path_buf(),
             source: e,
         };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        let mut files: Vec<PathBuf> = fs_err::read_dir(dir)
             .map_err(read_dir)?
             .map(|e| e.map(|e| e.path()))
             .collect::<Result<_, _>>()
@@ -85,7 +85,7 @@ impl RecipeSet {
 
     fn resolve_all(dir: &Path, all: Vec<Result<Parsed, RecipeError>>) -> Result<Self, RecipeError> {
         // `path` sources are confined to the real directory, symlinks resolved.
-        let real_dir = dir.canonicalize().map_err(|e| RecipeError::ReadDir {
+        let real_dir = fs_err::canonicalize(dir).map_err(|e| RecipeError::ReadDir {
             dir: dir.to_path_buf(),
             source: e,
         })?;
@@ -138,14 +138,14 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
         source: e,
     };
     // Checked before opening: opening a fifo for reading blocks until a writer comes.
-    let file_type = std::fs::metadata(file).map_err(read_err)?.file_type();
+    let file_type = fs_err::metadata(file).map_err(read_err)?.file_type();
     if !file_type.is_file() {
         return Err(RecipeError::NotAFile {
             file: file.to_path_buf(),
             kind: kind_of(file_type),
         });
     }
-    let bytes = std::fs::read(file).map_err(read_err)?;
+    let bytes = fs_err::read(file).map_err(read_err)?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -500,7 +500,7 @@ fn resolve_source(
             // Paths are relative to the recipe directory, and the directory itself never enters a
             // hash: only the content does, so checkouts at different places agree.
             let full = dirs.dir.join(path);
-            let real = match full.canonicalize() {
+            let real = match fs_err::canonicalize(&full) {
                 Ok(real) => real,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(bad(format!(

@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)]
+
 use super::*;
 
 fn write(dir: &Path, file: &str, text: &str) {

@@ -23,18 +23,19 @@ const DIR_MODE: u32 = 0o755;
 /// Creates the directory `path` with mode 0755 unless it exists (its parent must exist). The
 /// mode of an existing directory is left as its owner set it.
 pub(super) fn create_dir(path: &Path) -> io::Result<()> {
-    match std::fs::create_dir(path) {
-        Ok(()) => std::fs::set_permissions(path, Permissions::from_mode(DIR_MODE)),
+    match fs_err::create_dir(path) {
+        Ok(()) => fs_err::set_permissions(path, Permissions::from_mode(DIR_MODE)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 /// Creates (or truncates) `path` for writing, readable by everyone (0644) whatever the umask.
+/// A std `File`, as a build's log becomes its steps' stdout and stderr.
 pub fn create_readable(path: &Path) -> io::Result<File> {
-    let file = File::create(path)?;
+    let file = fs_err::File::create(path)?;
     file.set_permissions(Permissions::from_mode(FILE_MODE))?;
-    Ok(file)
+    Ok(file.into_file())
 }
 
 /// Writes `bytes` to `path` (mode 0644) through a temporary file in the same directory and a
@@ -80,8 +81,7 @@ fn set_modes(root: &Path, mode_for: impl Fn(bool, u32) -> u32) -> Result<(), Sto
             source: err.into(),
         })?;
         let mode = mode_for(ft.is_dir(), meta.permissions().mode());
-        std::fs::set_permissions(e.path(), Permissions::from_mode(mode))
-            .map_err(io_at(e.path()))?;
+        fs_err::set_permissions(e.path(), Permissions::from_mode(mode)).map_err(io_at(e.path()))?;
     }
     Ok(())
 }
@@ -163,19 +163,19 @@ fn parent(path: &Path) -> &Path {
 /// Runs `f` with `dir` writable by its owner, restoring its mode afterwards (a step may have
 /// made its output's directories read-only already).
 fn with_writable_dir<T>(dir: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    let mode = std::fs::metadata(dir)?.permissions().mode();
+    let mode = fs_err::metadata(dir)?.permissions().mode();
     if mode & 0o200 != 0 {
         return f();
     }
-    std::fs::set_permissions(dir, Permissions::from_mode(mode | 0o200))?;
+    fs_err::set_permissions(dir, Permissions::from_mode(mode | 0o200))?;
     let result = f();
-    std::fs::set_permissions(dir, Permissions::from_mode(mode))?;
+    fs_err::set_permissions(dir, Permissions::from_mode(mode))?;
     result
 }
 
 /// Removes a tree that may contain read-only directories.
 pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    let meta = match path.symlink_metadata() {
+    let meta = match fs_err::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_at(path)(e)),
@@ -183,17 +183,18 @@ pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
     if meta.is_dir() {
         for e in walkdir::WalkDir::new(path).into_iter().flatten() {
             if e.file_type().is_dir() {
-                let _ = std::fs::set_permissions(e.path(), Permissions::from_mode(0o755));
+                let _ = fs_err::set_permissions(e.path(), Permissions::from_mode(0o755));
             }
         }
-        std::fs::remove_dir_all(path).map_err(io_at(path))
+        fs_err::remove_dir_all(path).map_err(io_at(path))
     } else {
-        std::fs::remove_file(path).map_err(io_at(path))
+        fs_err::remove_file(path).map_err(io_at(path))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     fn mode(path: &Path) -> u32 {

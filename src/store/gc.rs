@@ -16,10 +16,12 @@
 //! leaves one whose lock someone holds (a build, an upload).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fs::{File, TryLockError};
+use std::fs::TryLockError;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use fs_err::File;
 
 use super::gc_roots::{remove_root_file, GcRoot};
 use super::{io_at, orphans, Store, StoreError, StoreName};
@@ -330,7 +332,7 @@ impl Store {
             }
         }
         for g in plan.sources.iter().chain(&plan.other_files) {
-            match std::fs::remove_file(&g.path) {
+            match fs_err::remove_file(&g.path) {
                 Ok(()) => {
                     removed(g);
                     report.removed.push(g.clone());
@@ -376,7 +378,7 @@ impl Store {
 }
 
 fn remove_file_if_exists(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
+    match fs_err::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_at(path)(e)),
@@ -402,7 +404,7 @@ fn list_names<K: Ord>(
     dir: &Path,
     key: impl Fn(&str) -> Option<K>,
 ) -> Result<Vec<(K, PathBuf)>, StoreError> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_at(dir)(e)),
@@ -419,7 +421,7 @@ fn list_names<K: Ord>(
 
 /// Apparent size of a file, or 0 if it does not exist.
 fn file_size(path: &Path) -> Result<u64, StoreError> {
-    match std::fs::symlink_metadata(path) {
+    match fs_err::symlink_metadata(path) {
         Ok(m) => Ok(m.len()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(io_at(path)(e)),
@@ -453,6 +455,7 @@ fn tree_size(root: &Path) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::{DrvHash, OutputHash};
     use crate::store::Meta;

@@ -38,7 +38,7 @@ impl GcRoot {
     /// Whether the project that recorded the root no longer exists. A directory that cannot be
     /// examined for another reason (permissions, a failing mount) is not taken for gone.
     pub fn project_gone(&self) -> bool {
-        match std::fs::metadata(&self.project) {
+        match fs_err::metadata(&self.project) {
             Ok(m) => !m.is_dir(),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
@@ -77,7 +77,7 @@ impl Store {
         recipe: &str,
     ) -> Result<(PathBuf, PathBuf), GcError> {
         check_recipe_name(recipe)?;
-        let dir = std::fs::canonicalize(recipes_dir).map_err(io_at(recipes_dir))?;
+        let dir = fs_err::canonicalize(recipes_dir).map_err(io_at(recipes_dir))?;
         let file = self
             .gc_roots_dir()
             .join(format!("{}-{recipe}", project_key(&dir)));
@@ -112,7 +112,7 @@ impl Store {
     /// a temporary of [`write_atomic`]) is an error: gc cannot know what it was meant to keep.
     pub fn gc_roots(&self) -> Result<Vec<GcRoot>, GcError> {
         let dir = self.gc_roots_dir();
-        let entries = match std::fs::read_dir(&dir) {
+        let entries = match fs_err::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_at(&dir)(e).into()),
@@ -136,7 +136,7 @@ impl Store {
 }
 
 pub(super) fn remove_root_file(file: &Path) -> Result<bool, GcError> {
-    match std::fs::remove_file(file) {
+    match fs_err::remove_file(file) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_at(file)(e).into()),
@@ -158,7 +158,7 @@ fn read_root(file: &Path) -> Result<GcRoot, GcError> {
         .ok_or_else(|| bad("its name is not `<16 hex>-<recipe>`".into()))?
         .to_string();
     let mut bytes = Vec::new();
-    std::fs::File::open(file)
+    fs_err::File::open(file)
         .and_then(|f| f.take(MAX_ROOT_FILE).read_to_end(&mut bytes))
         .map_err(io_at(file))?;
     let text = bytes
@@ -186,6 +186,7 @@ fn read_root(file: &Path) -> Result<GcRoot, GcError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::DrvHash;
 

@@ -28,9 +28,10 @@ mod orphans;
 mod records;
 mod why;
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use fs_err::File;
 
 pub use files::{create_readable, make_read_only, remove_tree, unshare_hard_links, write_atomic};
 pub use gc::{Garbage, GarbageKind, GcError, GcGuard, GcPlan, GcReport, RealizeGuard};
@@ -96,10 +97,10 @@ impl Store {
             source,
         };
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(open_err)?;
+            fs_err::create_dir_all(parent).map_err(open_err)?;
         }
         files::create_dir(root).map_err(open_err)?;
-        let root = std::fs::canonicalize(root).map_err(open_err)?;
+        let root = fs_err::canonicalize(root).map_err(open_err)?;
         files::create_dir(&root.join(".pybake")).map_err(open_err)?;
         for sub in ["meta", "logs", "sources", "tmp", "locks"]
             .into_iter()
@@ -147,7 +148,7 @@ impl Store {
 
     pub fn read_meta(&self, name: &StoreName) -> Result<Meta, StoreError> {
         let path = self.meta_path(name);
-        let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+        let bytes = fs_err::read(&path).map_err(io_at(&path))?;
         serde_json::from_slice(&bytes).map_err(|source| StoreError::BadMeta { path, source })
     }
 
@@ -173,7 +174,7 @@ impl Store {
     pub fn fresh_tmp(&self, name: &StoreName) -> Result<tempfile::TempDir, StoreError> {
         let tmp = self.tmp_dir();
         let prefix = format!("{name}.");
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
+        if let Ok(entries) = fs_err::read_dir(&tmp) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&prefix) {
                     remove_tree(&e.path())?;
@@ -196,12 +197,12 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         make_read_only(built)?;
         let dest = self.path(name);
-        if dest.symlink_metadata().is_ok() {
+        if fs_err::symlink_metadata(&dest).is_ok() {
             remove_tree(&dest)?;
         }
         let meta_path = self.meta_path(name);
         write_atomic(&meta_path, &meta.to_json())?;
-        std::fs::rename(built, &dest).map_err(io_at(&dest))?;
+        fs_err::rename(built, &dest).map_err(io_at(&dest))?;
         Ok(dest)
     }
 
@@ -209,10 +210,10 @@ impl Store {
     pub fn remove(&self, name: &StoreName) -> Result<(), StoreError> {
         let meta = self.meta_path(name);
         if meta.exists() {
-            std::fs::remove_file(&meta).map_err(io_at(&meta))?;
+            fs_err::remove_file(&meta).map_err(io_at(&meta))?;
         }
         let p = self.path(name);
-        if p.symlink_metadata().is_ok() {
+        if fs_err::symlink_metadata(&p).is_ok() {
             remove_tree(&p)?;
         }
         Ok(())
@@ -221,6 +222,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::{DrvHash, OutputHash};
     use std::os::unix::fs::PermissionsExt;

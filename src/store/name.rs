@@ -131,6 +131,7 @@ impl fmt::Display for StoreName {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
 
     #[test]

@@ -20,9 +20,11 @@
 //! output removes it, as it removes any directory of an earlier build of that output. Entries
 //! that none of these patterns name are left alone.
 
-use std::fs::{File, TryLockError};
+use std::fs::TryLockError;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use fs_err::File;
 
 use super::{io_at, remove_tree, Store, StoreError, StoreName};
 use crate::atomic::{names, TEMP_PREFIX};
@@ -92,7 +94,7 @@ impl Store {
                 Err(e) => return Err(io_at(&path)(e)),
             };
             lock.lock().map_err(io_at(&path))?;
-            if names(&path, &lock).map_err(io_at(&path))? {
+            if names(&path, lock.file()).map_err(io_at(&path))? {
                 return Ok(ShellDir {
                     path,
                     _lock: lock,
@@ -105,7 +107,7 @@ impl Store {
     /// If `dir` is a build directory of this store kept by `--keep-failed`: its path, resolved,
     /// and the output it was building.
     pub fn kept_build_dir(&self, dir: &Path) -> Option<(PathBuf, StoreName)> {
-        let dir = std::fs::canonicalize(dir).ok()?;
+        let dir = fs_err::canonicalize(dir).ok()?;
         if dir.parent()? != self.tmp_dir() || !dir.join(KEPT_MARKER).is_file() {
             return None;
         }
@@ -145,7 +147,7 @@ impl Store {
         let path = tmp.keep();
         // Without the marker the directory is only at risk of an early removal, which is no
         // reason to fail the command that reports the build's own failure.
-        let _ = std::fs::write(path.join(KEPT_MARKER), "kept by pybake --keep-failed\n");
+        let _ = fs_err::write(path.join(KEPT_MARKER), "kept by pybake --keep-failed\n");
         path
     }
 }
@@ -162,7 +164,7 @@ impl Sweep {
 
 /// `(file name, path, is a directory)` of each entry of `dir`; a missing directory is empty.
 fn list(dir: &Path, sweep: &mut Sweep) -> Vec<(String, PathBuf, bool)> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
@@ -196,7 +198,7 @@ impl ShellDir {
     /// Keeps the directory after the shell, as `--keep-failed` keeps a failed build's.
     pub fn keep(&mut self) {
         self.keep = true;
-        let _ = std::fs::write(self.path.join(KEPT_MARKER), "kept by pybake shell --keep\n");
+        let _ = fs_err::write(self.path.join(KEPT_MARKER), "kept by pybake shell --keep\n");
     }
 }
 
@@ -220,7 +222,7 @@ fn remove_dir_unless_locked(path: &Path) -> Result<bool, StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io_at(path)(e)),
     };
-    if !try_lock(&dir).map_err(io_at(path))? || !names(path, &dir).map_err(io_at(path))? {
+    if !try_lock(&dir).map_err(io_at(path))? || !names(path, dir.file()).map_err(io_at(path))? {
         return Ok(false);
     }
     remove_tree(path)?;
@@ -245,10 +247,10 @@ fn remove_unless_locked(path: &Path) -> Result<bool, StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io_at(path)(e)),
     };
-    if !try_lock(&file).map_err(io_at(path))? || !names(path, &file).map_err(io_at(path))? {
+    if !try_lock(&file).map_err(io_at(path))? || !names(path, file.file()).map_err(io_at(path))? {
         return Ok(false);
     }
-    match std::fs::remove_file(path) {
+    match fs_err::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_at(path)(e)),
@@ -266,6 +268,7 @@ pub(super) fn try_lock(file: &File) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::atomic::locked_temp_file;
     use crate::hash::DrvHash;

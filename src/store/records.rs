@@ -28,7 +28,7 @@ impl Store {
     /// The recorded inputs of output `name`, if any.
     pub fn read_drv(&self, name: &StoreName) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.drv_path(name);
-        match std::fs::read(&path) {
+        match fs_err::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_at(&path)(e)),
@@ -55,7 +55,7 @@ impl Store {
     /// The output last inserted for `recipe`, if any.
     pub fn last_built(&self, recipe: &str) -> Result<Option<StoreName>, StoreError> {
         let path = self.last_path(recipe)?;
-        let text = match std::fs::read_to_string(&path) {
+        let text = match fs_err::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_at(&path)(e)),
@@ -72,6 +72,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::DrvHash;
 

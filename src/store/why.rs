@@ -135,6 +135,7 @@ impl Scanner for Finder<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::hash::{DrvHash, OutputHash};
     use crate::store::Meta;
