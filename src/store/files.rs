@@ -30,6 +30,16 @@ pub(super) fn create_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens the lock file `path` for writing, creating it (empty) if missing. Only its lock is
+/// used: nothing is ever written to it.
+pub(super) fn open_lock_file(path: &Path) -> io::Result<fs_err::File> {
+    fs_err::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
 /// Creates (or truncates) `path` for writing, readable by everyone (0644) whatever the umask.
 /// A std `File`, as a build's log becomes its steps' stdout and stderr.
 pub fn create_readable(path: &Path) -> io::Result<File> {

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use fs_err::File;
 
 use super::gc_roots::{remove_root_file, GcRoot};
-use super::{io_at, orphans, Store, StoreError, StoreName};
+use super::{files, io_at, orphans, Store, StoreError, StoreName};
 use crate::hash::SourceHash;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,12 +125,7 @@ impl GcReport {
 /// Opens (creating) a lock file; read-only where the store is not writable, as flock works on
 /// any open file and a realize of cached outputs needs no write access.
 fn open_lock(path: &Path) -> Result<File, StoreError> {
-    match File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-    {
+    match files::open_lock_file(path) {
         Ok(f) => Ok(f),
         Err(e)
             if matches!(
@@ -357,12 +352,7 @@ impl Store {
     /// someone else holds the lock.
     fn remove_unless_locked(&self, name: &StoreName) -> Result<bool, StoreError> {
         let lock_path = self.lock_path(name);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_at(&lock_path))?;
+        let lock = files::open_lock_file(&lock_path).map_err(io_at(&lock_path))?;
         if !orphans::try_lock(&lock).map_err(io_at(&lock_path))? {
             return Ok(false);
         }

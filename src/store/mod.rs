@@ -159,12 +159,7 @@ impl Store {
     /// Blocks until this process is the only one building `name`.
     pub fn lock(&self, name: &StoreName) -> Result<OutputLock, StoreError> {
         let path = self.lock_path(name);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        let file = files::open_lock_file(&path).map_err(io_at(&path))?;
         file.lock().map_err(io_at(&path))?;
         Ok(OutputLock { _file: file })
     }

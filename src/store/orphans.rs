@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err::File;
 
-use super::{io_at, remove_tree, Store, StoreError, StoreName};
+use super::{files, io_at, remove_tree, Store, StoreError, StoreName};
 use crate::atomic::{names, TEMP_PREFIX};
 
 /// Name prefixes of download and import temporaries in `.pybake/tmp` (see `fetch/store.rs`).
@@ -126,12 +126,9 @@ impl Store {
             Ok(f) => f,
             // No lock file: nothing was ever built under this name by this store's pybake,
             // or the lock file was deleted; create it so that we can hold it while removing.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(io_at(&lock_path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                files::open_lock_file(&lock_path).map_err(io_at(&lock_path))?
+            }
             Err(e) => return Err(io_at(&lock_path)(e)),
         };
         if !try_lock(&lock).map_err(io_at(&lock_path))? {
