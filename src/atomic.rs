@@ -3,7 +3,7 @@
 //! A file MUST be written to a temporary file on the same filesystem as its destination and
 //! renamed over it only once complete, so that a reader sees the old file or the whole new
 //! one, never a part. The temporary:
-//! - is created in the destination's directory ([`write`], [`write_with`]) or in another
+//! - is created in the destination's directory ([`write()`], [`write_with`]) or in another
 //!   directory of the same filesystem ([`commit`] of a [`locked_temp_file`]);
 //! - is locked (`flock`, exclusive) from right after its creation until it is renamed or
 //!   removed, so that `Store::remove_orphans` tells a live writer's temporary from one a killed
@@ -29,7 +29,7 @@ use std::path::Path;
 use fs_err::File;
 use tempfile::{NamedTempFile, TempPath};
 
-/// Name prefix of the temporaries of [`write`] (`tempfile`'s default, which earlier versions of
+/// Name prefix of the temporaries of [`write()`] (`tempfile`'s default, which earlier versions of
 /// pybake used, so that their leftovers are recognised too).
 pub const TEMP_PREFIX: &str = ".tmp";
 

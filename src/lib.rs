@@ -3,7 +3,8 @@
 //! Data flows one way: recipe text -> [`recipe`] (resolved) -> [`graph`] -> [`derivation`] hash
 //! -> [`store`] lookup -> ([`cache`] substitution | [`fetch`] + [`action`] (the build), driven by
 //! [`scheduler`]) -> store. [`project::Project`] is the entry point that ties them together for a
-//! command; [`cache`] also pushes outputs to binary caches shared between machines.
+//! command; [`cache`] also pushes outputs to binary caches shared between machines. Beneath
+//! them all, [`atomic`] is how any of them replaces a file that others may read.
 
 pub mod action;
 pub mod archive;
