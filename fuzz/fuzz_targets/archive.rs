@@ -21,7 +21,7 @@
 //!   component as a directory that might be created later) to a path inside `dest`. Paths that go
 //!   through the pre-existing `lnk` are exempt: that escape was there before.
 #![no_main]
-#![allow(clippy::disallowed_methods)] // a harness may use std::fs; pybake itself uses fs-err
+#![allow(clippy::disallowed_methods)] // a harness may use std::fs (fuzz_target! does); pybake itself uses fs-err
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;

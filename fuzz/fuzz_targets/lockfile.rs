@@ -1,6 +1,7 @@
 //! The lockfile reader: any bytes give a lockfile or an error, never a panic, and a lockfile that
 //! is accepted comes back unchanged through `write` and `read` (byte for byte the second time).
 #![no_main]
+#![allow(clippy::disallowed_methods)] // a harness may use std::fs (fuzz_target! does); pybake itself uses fs-err
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

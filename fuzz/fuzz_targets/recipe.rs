@@ -7,7 +7,7 @@
 //! are safe store-path components, its source destinations stay inside `$src`, its `[env]` sets
 //! nothing pybake owns; hashing is deterministic and the lockfile entries round-trip.
 #![no_main]
-#![allow(clippy::disallowed_methods)] // a harness may use std::fs; pybake itself uses fs-err
+#![allow(clippy::disallowed_methods)] // a harness may use std::fs (fuzz_target! does); pybake itself uses fs-err
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
