@@ -235,7 +235,8 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
         .mode(mode)
         .open(to)
         .map_err(clash_or_io(to))?;
-    std::io::copy(&mut input, &mut output).map_err(io(to))?;
+    // std's files, for which io::copy copies in the kernel (copy_file_range).
+    std::io::copy(input.file_mut(), output.file_mut()).map_err(io(to))?;
     // The umask may have taken bits off the mode given to open(2).
     output
         .set_permissions(std::fs::Permissions::from_mode(mode))

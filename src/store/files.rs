@@ -147,7 +147,9 @@ fn replace_with_copy(path: &Path) -> Result<(), StoreError> {
     let how = Publish::READABLE.with_mode(mode & 0o777);
     with_writable_dir(parent(path), || {
         atomic::write_with(path, UNLINK_PREFIX, how, |to| {
-            io::copy(&mut fs_err::File::open(path)?, to).map(drop)
+            let mut from = fs_err::File::open(path)?;
+            // std's files, for which io::copy copies in the kernel (copy_file_range).
+            io::copy(from.file_mut(), to.file_mut()).map(drop)
         })
     })
     .map_err(io_at(path))
