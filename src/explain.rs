@@ -2,7 +2,7 @@
 //! `realize --explain`), down to the input that changed.
 //!
 //! The store keeps each inserted output's [`DrvRecord`] (`.pybake/drv/<store name>.json`) and,
-//! per recipe, the store name inserted last (`.pybake/last/<recipe>`). The explanation compares
+//! per recipe, the store name inserted last (the last line for it in `.pybake/built.log`). The explanation compares
 //! the last build's record with the current one, input by input ([`diff`], a pure function over
 //! two records and a lookup of other records by store name). A dependency (or the root) whose
 //! derivation changed is followed through its own records to the first recipe whose own inputs
@@ -22,7 +22,7 @@ const MAX_DEPTH: usize = 64;
 const SHOWN_PER_LINE: usize = 3;
 
 /// Records that `drv`'s output is in the store: its inputs (`.pybake/drv/<store name>.json`) and
-/// that it is now the last build of its recipe (`.pybake/last/<recipe>`). Call it whenever an
+/// that it is now the last build of its recipe (a line in `.pybake/built.log`). Call it whenever an
 /// output is inserted, built or substituted.
 pub fn remember(store: &Store, drv: &Derivation) -> Result<(), StoreError> {
     store.write_drv(&drv.store_name, &drv.record.to_json())?;

@@ -850,6 +850,7 @@ impl Closure<'_> {
             keep_failed: false,
             cancel: &cancel,
             reporter,
+            slots: Default::default(),
         };
         Ok(builder.shell(&job, opts.place.clone())?)
     }

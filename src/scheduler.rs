@@ -51,6 +51,7 @@ impl Options {
             keep_failed: self.keep_failed,
             cancel,
             reporter,
+            slots: Default::default(),
         }
     }
 }

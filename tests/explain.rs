@@ -52,10 +52,10 @@ fn never_built_then_up_to_date() {
         "{json}"
     );
     assert_eq!(json["sources"][0]["file"], "hello-src", "{json}");
-    let last = std::fs::read_to_string(p.store().join(".pybake/last/hello")).unwrap();
-    assert_eq!(last.trim(), name);
+    let built = std::fs::read_to_string(p.store().join(".pybake/built.log")).unwrap();
+    assert!(built.ends_with(&format!("hello {name}\n")), "{built}");
     use std::os::unix::fs::PermissionsExt;
-    for f in [record, p.store().join(".pybake/last/hello")] {
+    for f in [record, p.store().join(".pybake/built.log")] {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644, "{f:?}");
     }

@@ -268,3 +268,51 @@ fn as_root_a_step_runs_as_the_unprivileged_build_user_on_the_host() {
         assert_eq!(owner, me, "a user's steps run as that user");
     }
 }
+
+/// Builds reuse build directories (docs/store.md), so a build must not see what an earlier one
+/// left in its `$HOME`, `$TMPDIR`, work directory, `$src` or store view, nor a mode it changed.
+#[test]
+fn a_build_sees_nothing_an_earlier_build_left_in_its_directory() {
+    for sandbox in ["off", "on"] {
+        let p = Project::new();
+        p.recipe(
+            "dirty",
+            r#"name = "dirty"
+version = "1"
+steps = [
+  "mkdir -p $out && stat -c %a $HOME $TMPDIR . $src > $out/modes",
+  "echo x > $HOME/left && echo x > $TMPDIR/left && echo x > left && echo x > $src/left",
+  "mkdir $HOME/sub && chmod 0500 $HOME/sub",
+  "chmod 0700 $HOME $TMPDIR",
+  "mkdir $(dirname $out)/stray",
+]
+"#,
+        );
+        p.recipe(
+            "clean",
+            r#"name = "clean"
+version = "1"
+deps = ["dirty"]
+steps = [
+  "mkdir -p $out && stat -c %a $HOME $TMPDIR . $src > $out/modes",
+  "ls -A $HOME $TMPDIR . $src > $out/entries",
+  "ls -A $(dirname $out) | grep -v -e dirty -e clean > $out/store-view || true",
+]
+"#,
+        );
+        let out = p
+            .run(&["realize", "-j", "1", "--sandbox", sandbox, "clean"])
+            .ok()
+            .line();
+        let dirty = p.run(&["path", "dirty"]).ok().line();
+        assert_eq!(
+            read(&out, "modes"),
+            read(&dirty, "modes"),
+            "sandbox {sandbox}: a fresh build directory's modes"
+        );
+        let entries = read(&out, "entries");
+        assert!(!entries.contains("left"), "sandbox {sandbox}: {entries}");
+        assert!(!entries.contains("sub"), "sandbox {sandbox}: {entries}");
+        assert_eq!(read(&out, "store-view"), "", "sandbox {sandbox}");
+    }
+}

@@ -2,7 +2,8 @@
 //! environment (in the sandbox when possible), the output scanned, hashed and moved into the
 //! store atomically.
 //!
-//! Build directory (on the store's filesystem, under `.pybake/tmp/<store name>.XXXX/`):
+//! Build directory (on the store's filesystem, under `.pybake/tmp/slot-XXXX/`, reused by the
+//! next build of the same realize when a step left it as it was made; see [`BuildSlot`]):
 //! `build/src` (`$src`), `build/work` (where steps run), `build/home` (`$HOME`), `build/tmp`
 //! (`$TMPDIR`), and `store/` (seen as the store; the step creates `store/<store name>` = `$out`).
 
@@ -38,7 +39,7 @@ use crate::fetch::FetchConfig;
 use crate::hash::{tree, OutputHash};
 use crate::progress::{Event, Reporter};
 use crate::recipe::Location;
-use crate::store::{Meta, Store, StoreError, StoreName};
+use crate::store::{BuildSlot, Meta, Store, StoreError, StoreName};
 
 /// How many log lines a failure message shows.
 const TAIL_LINES: usize = 25;
@@ -175,6 +176,35 @@ pub struct Builder<'a> {
     pub cancel: &'a AtomicBool,
     /// Where steps and downloads are reported.
     pub reporter: &'a dyn Reporter,
+    /// Build directories of this realize's finished builds, for its next ones.
+    pub slots: Slots,
+}
+
+/// Build directories of finished builds that the next builds reuse ([`BuildSlot`]).
+#[derive(Default)]
+pub struct Slots(std::sync::Mutex<Vec<BuildSlot>>);
+
+impl Slots {
+    fn take(&self) -> Option<BuildSlot> {
+        self.0.lock().ok()?.pop()
+    }
+
+    /// Keeps `slot` for another build if it is as fresh once its store view is emptied;
+    /// otherwise removes it. The store view may hold an output not moved into the store (a
+    /// failed or compared build's) and the mount points bubblewrap made for dependencies.
+    fn give_back(&self, slot: BuildSlot, store_view: &Path) {
+        if let Ok(entries) = fs_err::read_dir(store_view) {
+            for e in entries.flatten() {
+                let _ = crate::store::remove_tree(&e.path());
+            }
+        }
+        // `etc/` is written again for every build (see `Builder::ready`).
+        if slot.is_pristine(&["etc"]) {
+            if let Ok(mut pool) = self.0.lock() {
+                pool.push(slot);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,9 +261,18 @@ impl Builder<'_> {
         let started = Instant::now();
         let recipe = job.drv.recipe;
         let name = &job.drv.store_name;
-        let tmp = self.store.fresh_tmp(name)?;
-        let dirs = Dirs::under(tmp.path());
-        dirs.create()?;
+        self.store.remove_build_dirs_of(name)?;
+        let slot = match self.slots.take() {
+            Some(slot) => slot,
+            None => {
+                let mut slot = self.store.build_slot()?;
+                let dirs = Dirs::under(slot.path());
+                dirs.create()?;
+                slot.made(&dirs.skeleton()).map_err(io(slot.path()))?;
+                slot
+            }
+        };
+        let dirs = Dirs::under(slot.path());
         let (build_dir, store_view) = (dirs.build.clone(), dirs.store_view.clone());
         let mut log_path = self.store.log_path(name);
         if then == Then::Compare {
@@ -290,17 +329,17 @@ impl Builder<'_> {
         });
         match result {
             Err(e) if self.keep_failed => {
-                let kept = self.store.keep_tmp(tmp);
+                let kept = self.store.keep_slot(slot, name);
                 Err(with_kept(e, &kept))
             }
             // A check that found differences keeps the rebuilt output for comparison.
             Ok(Built::Compared(mut c)) if self.keep_failed && !c.differences.is_empty() => {
-                c.kept = Some(self.store.keep_tmp(tmp).join("store").join(name.as_str()));
+                let kept = self.store.keep_slot(slot, name);
+                c.kept = Some(kept.join("store").join(name.as_str()));
                 Ok(Built::Compared(c))
             }
             other => {
-                // Outputs are read-only; TempDir's drop cannot remove them.
-                let _ = crate::store::remove_tree(tmp.path());
+                self.slots.give_back(slot, &store_view);
                 other
             }
         }
@@ -331,7 +370,9 @@ impl Builder<'_> {
                 total,
                 step,
             });
-            writeln!(log, "=== pybake: step {}/{total}: {step}", i + 1).map_err(io(log_path))?;
+            // One write, not one per formatted piece.
+            let header = format!("=== pybake: step {}/{total}: {step}\n", i + 1);
+            log.write_all(header.as_bytes()).map_err(io(log_path))?;
             let out_log = log.try_clone().map_err(io(log_path))?;
             let err_log = log.try_clone().map_err(io(log_path))?;
             let mut cmd = prepared

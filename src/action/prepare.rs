@@ -27,6 +27,14 @@ impl Dirs {
         }
     }
 
+    /// The directories [`Dirs::create`] makes, parents first.
+    pub fn skeleton(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.build.clone()];
+        dirs.extend(["src", "work", "home", "tmp"].map(|d| self.build.join(d)));
+        dirs.push(self.store_view.clone());
+        dirs
+    }
+
     /// Creates `build/{src,work,home,tmp}` and `store/`.
     pub fn create(&self) -> Result<(), BuildError> {
         for d in ["src", "work", "home", "tmp"] {

@@ -342,6 +342,9 @@ impl Store {
                 report.errors.push(e);
             }
         }
+        if let Err(e) = self.compact_built_log() {
+            report.errors.push(e);
+        }
         let sweep = self.remove_orphans();
         report.temporaries = sweep.removed.len();
         report.errors.extend(sweep.errors);

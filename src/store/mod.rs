@@ -11,7 +11,7 @@
 //! - `.pybake/gcroots/<project key>-<recipe>`: GC roots (`gc_roots.rs`).
 //! - `.pybake/gc.lock`: held shared by each realize, exclusively by gc (`gc.rs`).
 //! - `.pybake/drv/<store name>.json`: the inputs the output was built from (`records.rs`).
-//! - `.pybake/last/<recipe name>`: the store name last inserted for that recipe.
+//! - `.pybake/built.log`: a line per output inserted, `<recipe> <store name>` (`records.rs`).
 //!
 //! Invariants: nothing is written under an output or source name except by `rename` of a
 //! completed temporary; metadata is renamed into place before its output, so an output without
@@ -26,6 +26,7 @@ mod meta;
 mod name;
 mod orphans;
 mod records;
+mod slots;
 mod why;
 
 use std::io;
@@ -39,6 +40,7 @@ pub use gc_roots::{project_key, GcRoot};
 pub use meta::Meta;
 pub use name::{BadStoreName, StoreName, MAX_NAME_VERSION_LEN, MAX_STORE_NAME_LEN};
 pub use orphans::{ShellDir, Sweep};
+pub use slots::BuildSlot;
 pub use why::{Edge, Hop};
 
 /// The path builds see the store at inside the sandbox, on every machine.
@@ -64,7 +66,7 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path} does not name an output: {source}\n  hint: delete {path}; the next build of the recipe writes it again")]
+    #[error("{path} has a line that does not name an output: {source}\n  hint: delete {path}; the next build of each recipe adds its line again")]
     BadLast {
         path: PathBuf,
         #[source]

@@ -9,9 +9,10 @@
 //!   `.pybake/meta/.tmp*` and `.pybake/gcroots/.tmp*` (metadata or a GC root being written): a
 //!   lock on the file itself, taken right after creating it ([`crate::atomic::locked_temp_file`],
 //!   which every atomic write uses); the same for
-//!   `.pybake/drv/.tmp*` and `.pybake/last/.tmp*`, written the same way;
-//! - `.pybake/tmp/shell-XXXXXX/`, the build directory of a `pybake shell` ([`ShellDir`]): a lock
-//!   on the directory itself, held while the shell runs.
+//!   `.pybake/drv/.tmp*`, written the same way;
+//! - `.pybake/tmp/shell-XXXXXX/`, the build directory of a `pybake shell` ([`ShellDir`]), and
+//!   `.pybake/tmp/slot-XXXXXX/`, a build directory a realize reuses ([`super::BuildSlot`]): a
+//!   lock on the directory itself, held while the shell or the realize runs.
 //!
 //! The kernel drops a process's locks when it dies, however it dies. So a temporary whose lock
 //! can be taken belongs to nobody alive, and [`Store::remove_orphans`] removes it, holding the
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err::File;
 
+use super::slots::SLOT_PREFIX;
 use super::{files, io_at, remove_tree, Store, StoreError, StoreName};
 use crate::atomic::{names, TEMP_PREFIX};
 
@@ -36,7 +38,7 @@ pub(super) const KEPT_MARKER: &str = "KEPT-BY-PYBAKE";
 /// Name prefix of `pybake shell`'s build directories in `.pybake/tmp`.
 const SHELL_PREFIX: &str = "shell-";
 /// Directories under `.pybake` where [`super::write_atomic`] leaves temporaries.
-const ATOMIC_DIRS: [&str; 4] = ["meta", "gcroots", "drv", "last"];
+const ATOMIC_DIRS: [&str; 3] = ["meta", "gcroots", "drv"];
 
 /// What [`Store::remove_orphans`] did.
 #[derive(Debug, Default)]
@@ -57,7 +59,11 @@ impl Store {
         let mut sweep = Sweep::default();
         for (name, path, is_dir) in list(&self.tmp_dir(), &mut sweep) {
             let removed = match build_dir_owner(&name) {
-                _ if is_dir && name.starts_with(SHELL_PREFIX) => remove_dir_unless_locked(&path),
+                _ if is_dir
+                    && (name.starts_with(SHELL_PREFIX) || name.starts_with(SLOT_PREFIX)) =>
+                {
+                    remove_dir_unless_locked(&path)
+                }
                 Some(owner) if is_dir => self.remove_build_dir(&owner, &path),
                 _ if !is_dir && WRITER_PREFIXES.iter().any(|p| name.starts_with(p)) => {
                     remove_unless_locked(&path)
@@ -303,8 +309,6 @@ mod tests {
         std::fs::write(&other, "").unwrap();
         let stale_drv = store.internal("drv").join(".tmpdead01");
         std::fs::write(&stale_drv, "{").unwrap();
-        let stale_last = store.internal("last").join(".tmpdead02");
-        std::fs::write(&stale_last, "").unwrap();
         let dead_shell = tmp.join("shell-dead03");
         std::fs::create_dir_all(dead_shell.join("build/ro")).unwrap();
         crate::store::make_read_only(&dead_shell.join("build")).unwrap();
@@ -317,14 +321,7 @@ mod tests {
         assert!(sweep.errors.is_empty(), "{:?}", sweep.errors);
         let mut removed = sweep.removed;
         removed.sort();
-        let mut expected = vec![
-            dead_dir,
-            stale_fetch,
-            stale_meta,
-            stale_drv,
-            stale_last,
-            dead_shell,
-        ];
+        let mut expected = vec![dead_dir, stale_fetch, stale_meta, stale_drv, dead_shell];
         expected.sort();
         assert_eq!(removed, expected);
         for p in [
