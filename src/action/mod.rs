@@ -9,6 +9,7 @@
 
 mod build_user;
 mod env;
+mod pidns;
 mod prepare;
 mod references;
 mod sandbox;
@@ -18,6 +19,7 @@ mod sources;
 pub mod supervise;
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -373,26 +375,29 @@ impl Builder<'_> {
             // One write, not one per formatted piece.
             let header = format!("=== pybake: step {}/{total}: {step}\n", i + 1);
             log.write_all(header.as_bytes()).map_err(io(log_path))?;
-            let out_log = log.try_clone().map_err(io(log_path))?;
-            let err_log = log.try_clone().map_err(io(log_path))?;
+            let spawn_err = |source| BuildError::Spawn {
+                recipe: recipe.name.clone(),
+                source,
+            };
             let mut cmd = prepared
                 .command(&["/bin/sh", "-eu", "-c", step], Terminal::Detached)
-                .map_err(|source| BuildError::Spawn {
-                    recipe: recipe.name.clone(),
-                    source,
-                })?;
-            cmd.stdin(Stdio::null()).stdout(out_log).stderr(err_log);
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let how = if self.sandbox.is_on() {
-                Stop::KillGroup
+                .map_err(spawn_err)?;
+            let status = if !self.sandbox.is_on() && supervise::uses_pid_namespace() {
+                let null = fs_err::File::open("/dev/null").map_err(spawn_err)?;
+                let stdio = [null.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
+                run_in_pid_namespace(&cmd, stdio, self.cancel).map_err(spawn_err)?
             } else {
-                Stop::AskSupervisor
+                let out_log = log.try_clone().map_err(io(log_path))?;
+                let err_log = log.try_clone().map_err(io(log_path))?;
+                cmd.stdin(Stdio::null()).stdout(out_log).stderr(err_log);
+                std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+                let how = if self.sandbox.is_on() {
+                    Stop::KillGroup
+                } else {
+                    Stop::AskSupervisor
+                };
+                run_cancellable(cmd, how, self.cancel).map_err(spawn_err)?
             };
-            let status =
-                run_cancellable(cmd, how, self.cancel).map_err(|source| BuildError::Spawn {
-                    recipe: recipe.name.clone(),
-                    source,
-                })?;
             let Some(status) = status else {
                 return Err(BuildError::Cancelled {
                     recipe: recipe.name.clone(),
@@ -531,6 +536,28 @@ fn run_cancellable(
             }
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = child.wait();
+            return Ok(None);
+        }
+        exit.wait(Duration::from_millis(50));
+    }
+}
+
+/// Runs an unsandboxed step as root in a PID namespace of its own ([`pidns`]) and waits for it,
+/// killing it if `cancel` is set. `None` when cancelled.
+fn run_in_pid_namespace(
+    cmd: &std::process::Command,
+    stdio: [std::os::fd::RawFd; 3],
+    cancel: &AtomicBool,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let mut child = pidns::Spawn::from_command(cmd)?.start(stdio)?;
+    let exit = ExitWatch::new(child.id());
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            child.kill();
+            child.wait()?;
             return Ok(None);
         }
         exit.wait(Duration::from_millis(50));

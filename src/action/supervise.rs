@@ -30,12 +30,20 @@ use std::process::Command;
 /// The hidden subcommand that runs the supervisor.
 pub const SUBCOMMAND: &str = "__supervise";
 
-/// A command that runs `program args` under a supervisor whose parent is this process.
-pub fn command(program: &str, args: &[&str]) -> Command {
-    // PYBAKE_SUPERVISOR=process forces the other way (the tests cover both as root).
+/// Whether steps get a PID namespace of their own rather than the supervisor process: when
+/// pybake is root, unless `PYBAKE_SUPERVISOR=process` asks for the other way (the tests cover
+/// both as root).
+pub fn uses_pid_namespace() -> bool {
     let forced = std::env::var_os("PYBAKE_SUPERVISOR").is_some_and(|v| v == "process");
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 && !forced {
+    (unsafe { libc::geteuid() }) == 0 && !forced
+}
+
+/// A command that runs `program args` under a supervisor whose parent is this process. (A
+/// build step as root is started by [`super::pidns`] instead, from this command's program,
+/// arguments, environment and directory; `pybake shell` uses this one.)
+pub fn command(program: &str, args: &[&str]) -> Command {
+    if uses_pid_namespace() {
         let mut c = Command::new(program);
         c.args(args);
         let parent = std::process::id() as libc::pid_t;

@@ -1,0 +1,495 @@
+//! Starting an unsandboxed build step in a PID namespace of its own without copying pybake's
+//! memory (root only; see [`super::supervise`] for why steps get a namespace).
+//!
+//! `fork` of pybake, a multi-threaded process, costs page-table copies, copy-on-write faults in
+//! every thread afterwards and TLB shootdowns: with three forks per step it was a fifth of the
+//! time of a graph of small builds. So, as `posix_spawn` does, the processes here share
+//! pybake's memory until the step's `execve`, each on a stack of its own:
+//! - G, made by `clone(CLONE_VM | CLONE_NEWPID)`, is pid 1 of a new namespace and pybake's
+//!   child. It dies with pybake's build thread (`PR_SET_PDEATHSIG`), reaps everything in the
+//!   namespace and ends as soon as S does; the kernel then kills whatever is left in it.
+//! - S, made by G with `clone(CLONE_VM | CLONE_VFORK)`, sets up stdio, the working directory
+//!   and signals, and execs the step; G waits (vfork) until it has.
+//!
+//! G and S run in pybake's address space, so they only call async-signal-safe functions on data
+//! prepared before the clone, never allocate, and never return into Rust code of pybake's. G
+//! reports S's wait status through a pipe (pid 1 cannot die by a signal it sends itself); an exec
+//! that fails reports its `errno` through another, closed on exec, as `std::process` does.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
+
+/// Each stack (G's and S's): they run a few libc calls only.
+const STACK: usize = 256 * 1024;
+const PAGE: usize = 4096;
+
+/// A step's program, arguments, environment and working directory, as C strings, ready for
+/// `execve`.
+pub struct Spawn {
+    program: CString,
+    // Owned here; the pointer arrays below point into them.
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    cwd: CString,
+}
+
+/// What G and S read; lives in the spawning thread's frame until S has exec'd.
+#[repr(C)]
+struct Shared {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdio: [RawFd; 3],
+    status_wr: RawFd,
+    exec_err_wr: RawFd,
+    parent_pidfd: RawFd,
+    s_stack_top: *mut libc::c_void,
+}
+
+/// G, pybake's child and pid 1 of the step's namespace.
+pub struct NsChild {
+    pid: libc::pid_t,
+    status_rd: OwnedFd,
+    stacks: Stacks,
+    status: Option<ExitStatus>,
+}
+
+fn c_string(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} holds a NUL byte", s.to_string_lossy()),
+        )
+    })
+}
+
+impl Spawn {
+    /// The program, arguments, working directory and environment of `cmd`, which must have a
+    /// working directory and a cleared environment (only variables set on it are passed).
+    pub fn from_command(cmd: &Command) -> io::Result<Spawn> {
+        let program = c_string(cmd.get_program())?;
+        let mut strings = vec![program.clone()];
+        for a in cmd.get_args() {
+            strings.push(c_string(a)?);
+        }
+        let argc = strings.len();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                strings.push(c_string(OsStr::from_bytes(&kv))?);
+            }
+        }
+        let cwd = cmd
+            .get_current_dir()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no working directory"))?;
+        let cwd = c_string(cwd.as_os_str())?;
+        let ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        let mut argv = ptrs[..argc].to_vec();
+        argv.push(std::ptr::null());
+        let mut envp = ptrs[argc..].to_vec();
+        envp.push(std::ptr::null());
+        Ok(Spawn {
+            program,
+            _strings: strings,
+            argv,
+            envp,
+            cwd,
+        })
+    }
+
+    /// Starts the step with `stdio` as its standard input, output and error.
+    pub fn start(&self, stdio: [RawFd; 3]) -> io::Result<NsChild> {
+        let (status_rd, status_wr) = pipe()?;
+        let (err_rd, err_wr) = pipe()?;
+        // Lets G tell, after asking to die with its parent, that the parent is still there.
+        // SAFETY: pidfd_open with our own pid and no flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+        // SAFETY: a non-negative return is a new descriptor we own.
+        let parent_pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
+        let stacks = Stacks::new()?;
+        let shared = Shared {
+            program: self.program.as_ptr(),
+            argv: self.argv.as_ptr(),
+            envp: self.envp.as_ptr(),
+            cwd: self.cwd.as_ptr(),
+            stdio,
+            status_wr: status_wr.as_raw_fd(),
+            exec_err_wr: err_wr.as_raw_fd(),
+            parent_pidfd: parent_pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            s_stack_top: stacks.top(1),
+        };
+        // G and S start with every signal blocked, so no handler of pybake's runs in them.
+        let old = block_all_signals();
+        // SAFETY: g_main only reads `shared`, which outlives S's exec (we wait for it below),
+        // and runs on its own stack, which lives as long as the returned NsChild.
+        let pid = unsafe {
+            libc::clone(
+                g_main,
+                stacks.top(0),
+                libc::CLONE_VM | libc::CLONE_NEWPID | libc::SIGCHLD,
+                (&shared as *const Shared).cast_mut().cast(),
+            )
+        };
+        let clone_err = io::Error::last_os_error();
+        restore_signals(&old);
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        drop((status_wr, err_wr));
+        let mut child = NsChild {
+            pid,
+            status_rd,
+            stacks,
+            status: None,
+        };
+        // End of file once S has exec'd and G has closed its copy; an errno if exec failed.
+        let mut errno = [0u8; 4];
+        match read_full(&err_rd, &mut errno) {
+            Ok(4) => {
+                let _ = child.wait();
+                Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+            }
+            Ok(_) => Ok(child),
+            Err(e) => {
+                child.kill();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl NsChild {
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// The step's status once G has ended (S's status as G reported it, or, if G was killed
+    /// before S ended, G's).
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(s) = self.reap(0)? {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Kills G, and with it everything in the namespace.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            // SAFETY: G is our unreaped child, so its pid is not reused yet.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+
+    fn reap(&mut self, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let mut g_status = 0;
+        // SAFETY: waitpid on our own child with a valid pointer. __WALL: G's exit signal is
+        // SIGCHLD, but say so anyway.
+        let r = unsafe { libc::waitpid(self.pid, &mut g_status, flags | libc::__WALL) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let mut word = [0u8; 4];
+        let raw = match read_full(&self.status_rd, &mut word) {
+            Ok(4) => i32::from_ne_bytes(word),
+            _ => g_status,
+        };
+        let status = ExitStatus::from_raw(raw);
+        self.status = Some(status);
+        Ok(Some(status))
+    }
+}
+
+impl Drop for NsChild {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+            let _ = self.wait();
+        }
+        // Only now, with G gone, may its stack go (Stacks' drop).
+        let _ = &self.stacks;
+    }
+}
+
+/// G and S's stacks: one mapping, each with a guard page below it.
+struct Stacks {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stacks {
+    fn new() -> io::Result<Stacks> {
+        let len = 2 * (STACK + PAGE);
+        // SAFETY: a fresh anonymous private mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stacks = Stacks { base, len };
+        for i in 0..2 {
+            // SAFETY: the guard page lies inside the mapping just made.
+            let guard = unsafe { base.cast::<u8>().add(i * (STACK + PAGE)) };
+            if unsafe { libc::mprotect(guard.cast(), PAGE, libc::PROT_NONE) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(stacks)
+    }
+
+    /// The top of stack `i` (stacks grow down), 16-byte aligned.
+    fn top(&self, i: usize) -> *mut libc::c_void {
+        // SAFETY: inside the mapping: each stack is a guard page and STACK bytes.
+        unsafe { self.base.cast::<u8>().add((i + 1) * (STACK + PAGE)).cast() }
+    }
+}
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used (NsChild's drop waited for G).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: a valid array of two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 made both; we own them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads until `buf` is full or end of file; how much was read.
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: reading into the unfilled rest of `buf`.
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf[n..].as_mut_ptr().cast(), buf.len() - n) };
+        match r {
+            0 => break,
+            r if r > 0 => n += r as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigfillset initialises `all`; pthread_sigmask stores the old mask in `old`.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
+}
+
+fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: a mask returned by pthread_sigmask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
+/// G: pid 1 of the new namespace. Async-signal-safe calls only (see the module docs).
+extern "C" fn g_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the spawning thread's `Shared`, alive until S has exec'd and we have
+    // closed our copy of the exec-error pipe; everything used after that is copied first.
+    unsafe {
+        let shared = &*(arg as *const Shared);
+        let status_wr = shared.status_wr;
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // The parent may have died before the prctl: then nobody waits for the step.
+        if shared.parent_pidfd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd: shared.parent_pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLIN != 0 {
+                libc::_exit(128 + libc::SIGKILL);
+            }
+        }
+        let s = libc::clone(
+            s_main,
+            shared.s_stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        );
+        if s < 0 {
+            let errno = *libc::__errno_location();
+            libc::write(shared.exec_err_wr, (&errno as *const i32).cast(), 4);
+            libc::_exit(127);
+        }
+        // S has exec'd (or failed and written why): drop every descriptor but the report's,
+        // the exec-error pipe included, so that pybake reads its end of file.
+        close_all_but(status_wr);
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(-1, &mut status, libc::__WALL);
+            if r == s {
+                break;
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        libc::write(status_wr, (&status as *const libc::c_int).cast(), 4);
+        libc::_exit(0)
+    }
+}
+
+/// S: becomes the step. Async-signal-safe calls only.
+extern "C" fn s_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: as in g_main; G is suspended (vfork) until we exec or exit.
+    unsafe {
+        let shared = &*(arg as *const Shared);
+        let fail = |shared: &Shared| -> ! {
+            let errno = *libc::__errno_location();
+            libc::write(shared.exec_err_wr, (&errno as *const i32).cast(), 4);
+            libc::_exit(127)
+        };
+        for (target, fd) in shared.stdio.iter().enumerate() {
+            let target = target as RawFd;
+            if *fd == target {
+                if libc::fcntl(target, libc::F_SETFD, 0) != 0 {
+                    fail(shared);
+                }
+            } else if libc::dup2(*fd, target) < 0 {
+                fail(shared);
+            }
+        }
+        if libc::chdir(shared.cwd) != 0 {
+            fail(shared);
+        }
+        // What std::process does for a child: default SIGPIPE (Rust ignores it), nothing
+        // blocked. Handlers go at exec by themselves.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(shared.program, shared.argv, shared.envp);
+        fail(shared)
+    }
+}
+
+/// Closes every descriptor from 3 up but `keep`.
+unsafe fn close_all_but(keep: RawFd) {
+    const CLOSE_RANGE: libc::c_long = 436;
+    let all = libc::c_uint::MAX;
+    let k = keep as libc::c_uint;
+    let ok = (k <= 3 || libc::syscall(CLOSE_RANGE, 3 as libc::c_uint, k - 1, 0) == 0)
+        && libc::syscall(CLOSE_RANGE, k + 1, all, 0) == 0;
+    if !ok {
+        // Kernels before 5.9.
+        for fd in 3..4096 {
+            if fd != keep {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+
+    fn run(script: &str, dir: &std::path::Path) -> io::Result<ExitStatus> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        cmd.current_dir(dir);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let out = std::fs::File::create(dir.join("out")).unwrap();
+        let stdio = [null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()];
+        Spawn::from_command(&cmd)?.start(stdio)?.wait()
+    }
+
+    // Tests run as root (as CI does): a PID namespace needs it.
+    #[test]
+    fn a_step_ends_as_its_shell_did_and_takes_its_namespace_with_it() {
+        let t = tempfile::tempdir().unwrap();
+        let s = run("echo $$ in $(pwd); echo $A; exit 3", t.path()).unwrap();
+        assert_eq!(s.code(), Some(3));
+        let out = std::fs::read_to_string(t.path().join("out")).unwrap();
+        // pid 2: G is 1; the directory, and nothing of pybake's environment.
+        assert_eq!(out, format!("2 in {}\n\n", t.path().display()));
+
+        let s = run("kill -TERM $$", t.path()).unwrap();
+        assert_eq!(s.signal(), Some(libc::SIGTERM));
+
+        // A daemon the step leaves behind dies with it.
+        let s = run(
+            "setsid sh -c 'sleep 30; touch survived' >/dev/null 2>&1 & sleep 0.1",
+            t.path(),
+        )
+        .unwrap();
+        assert!(s.success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let sleepers = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 30; touch survived"])
+            .output()
+            .unwrap();
+        assert!(sleepers.stdout.is_empty(), "left running: {sleepers:?}");
+    }
+
+    #[test]
+    fn a_program_that_cannot_start_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("/nonexistent/program");
+        cmd.env_clear().current_dir(t.path());
+        let e = Spawn::from_command(&cmd)
+            .unwrap()
+            .start([0, 1, 2])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let mut cmd = Command::new("/bin/true");
+        cmd.env_clear().current_dir(t.path().join("missing"));
+        let e = Spawn::from_command(&cmd)
+            .unwrap()
+            .start([0, 1, 2])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}
