@@ -316,3 +316,27 @@ steps = [
         assert_eq!(read(&out, "store-view"), "", "sandbox {sandbox}");
     }
 }
+
+/// As root, bubblewrap runs as the build user. A store that user can reach is bound as it is;
+/// one it cannot (here: inside a 0700 directory, like /root) is staged first (src/action/
+/// build_user.rs). Both build, as the same unprivileged user.
+#[test]
+fn a_store_the_build_user_can_or_cannot_reach_builds_the_same() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = Vec::new();
+    for mode in [0o755, 0o700] {
+        let p = Project::new();
+        std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        p.recipe(
+            "who",
+            r#"name = "who"
+version = "1"
+steps = ["mkdir -p $out && id -u > $out/uid && stat -c %a /build > $out/build-mode"]
+"#,
+        );
+        let out = p.run(&["realize", "--sandbox", "on", "who"]).ok().line();
+        seen.push((read(&out, "uid"), read(&out, "build-mode")));
+    }
+    assert_eq!(seen[0], seen[1], "{seen:?}");
+    assert_eq!(seen[0].0, "1000\n", "{seen:?}");
+}

@@ -4,8 +4,8 @@
 //! can see is only as readable as its "other" permission bits say.
 //!
 //! bubblewrap sets the sandbox up as the user it runs as, so every directory it binds must be
-//! reachable by that user, and a store under `/root` (mode 0700) is not. The child process
-//! therefore, while still root, enters a private mount namespace, mounts a small tmpfs over
+//! reachable by that user, and a store under `/root` (mode 0700) is not. When one is not
+//! ([`Reach`]), the child process, while still root, enters a private mount namespace, mounts a small tmpfs over
 //! [`STAGE`] (the step gets a fresh `/tmp` from bubblewrap anyway) and bind-mounts there each
 //! directory the sandbox needs; then it drops to the build user and executes bubblewrap on the
 //! staged paths. None of this is visible outside the child.
@@ -73,8 +73,8 @@ impl Staging {
         }
     }
 
-    /// Runs in the child, between fork and exec.
-    fn enter(&self) -> io::Result<()> {
+    /// Runs in the child, between fork (or clone, [`super::spawn`]) and exec.
+    pub(super) fn enter(&self) -> io::Result<()> {
         let check = |rc: libc::c_int| {
             if rc >= 0 {
                 Ok(rc)
@@ -83,6 +83,40 @@ impl Staging {
             }
         };
         // SAFETY: system calls on NUL-terminated strings owned by `self` or on the stack.
+        unsafe {
+            if !self.binds.is_empty() {
+                self.stage_binds(check)?;
+            }
+            // The system calls, not libc's wrappers: in a child that shares pybake's memory
+            // (super::spawn), those would signal pybake's threads to change their ids too.
+            let raw = |rc: libc::c_long| check(rc as libc::c_int);
+            raw(libc::syscall(
+                libc::SYS_setgroups,
+                0,
+                std::ptr::null::<libc::gid_t>(),
+            ))?;
+            raw(libc::syscall(
+                libc::SYS_setresgid,
+                self.gid,
+                self.gid,
+                self.gid,
+            ))?;
+            raw(libc::syscall(
+                libc::SYS_setresuid,
+                self.uid,
+                self.uid,
+                self.uid,
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Enters a private mount namespace with the staged directories bound under [`STAGE`].
+    unsafe fn stage_binds(
+        &self,
+        check: impl Fn(libc::c_int) -> io::Result<libc::c_int>,
+    ) -> io::Result<()> {
+        // SAFETY: as in `enter`.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // Private: nothing mounted here propagates back to the host.
@@ -126,11 +160,48 @@ impl Staging {
                 ))?;
                 libc::close(fds[i]);
             }
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setgid(self.gid))?;
-            check(libc::setuid(self.uid))?;
         }
         Ok(())
+    }
+}
+
+/// Whether the build user can reach (search every directory above) host paths, remembered
+/// per directory.
+pub struct Reach {
+    uid: u32,
+    gid: u32,
+    known: std::collections::HashMap<PathBuf, bool>,
+}
+
+impl Reach {
+    pub fn new(uid: u32, gid: u32) -> Self {
+        Reach {
+            uid,
+            gid,
+            known: Default::default(),
+        }
+    }
+
+    /// Whether `path`'s ancestors all let the build user search them.
+    pub fn can_reach(&mut self, path: &Path) -> bool {
+        path.ancestors().skip(1).all(|dir| {
+            if let Some(ok) = self.known.get(dir) {
+                return *ok;
+            }
+            let ok = fs_err::metadata(dir).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                let bit = if m.uid() == self.uid {
+                    0o100
+                } else if m.gid() == self.gid {
+                    0o010
+                } else {
+                    0o001
+                };
+                m.mode() & bit != 0
+            });
+            self.known.insert(dir.to_path_buf(), ok);
+            ok
+        })
     }
 }
 

@@ -9,19 +9,18 @@
 
 mod build_user;
 mod env;
-mod pidns;
 mod prepare;
 mod references;
 mod sandbox;
 mod scan;
 pub mod shell;
 mod sources;
+mod spawn;
 pub mod supervise;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -379,25 +378,22 @@ impl Builder<'_> {
                 recipe: recipe.name.clone(),
                 source,
             };
-            let mut cmd = prepared
-                .command(&["/bin/sh", "-eu", "-c", step], Terminal::Detached)
+            let (cmd, staging) = prepared
+                .step(&["/bin/sh", "-eu", "-c", step])
                 .map_err(spawn_err)?;
-            let status = if !self.sandbox.is_on() && supervise::uses_pid_namespace() {
-                let null = fs_err::File::open("/dev/null").map_err(spawn_err)?;
-                let stdio = [null.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
-                run_in_pid_namespace(&cmd, stdio, self.cancel).map_err(spawn_err)?
+            let null = fs_err::File::open("/dev/null").map_err(spawn_err)?;
+            let stdio = [null.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
+            let started = if self.sandbox.is_on() {
+                spawn::Spawn::from_command(&cmd).and_then(|s| s.start(stdio, staging.as_ref()))
+            } else if supervise::uses_pid_namespace() {
+                spawn::Spawn::from_command(&cmd).and_then(|s| s.start_in_pid_namespace(stdio))
             } else {
-                let out_log = log.try_clone().map_err(io(log_path))?;
-                let err_log = log.try_clone().map_err(io(log_path))?;
-                cmd.stdin(Stdio::null()).stdout(out_log).stderr(err_log);
-                std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-                let how = if self.sandbox.is_on() {
-                    Stop::KillGroup
-                } else {
-                    Stop::AskSupervisor
-                };
-                run_cancellable(cmd, how, self.cancel).map_err(spawn_err)?
+                // The supervisor process (`pybake __supervise`), which SIGTERM asks to stop.
+                spawn::Spawn::from_command(&cmd).and_then(|s| s.start(stdio, None))
             };
+            let ask_supervisor = !self.sandbox.is_on() && !supervise::uses_pid_namespace();
+            let status = wait_cancellable(started.map_err(spawn_err)?, self.cancel, ask_supervisor)
+                .map_err(spawn_err)?;
             let Some(status) = status else {
                 return Err(BuildError::Cancelled {
                     recipe: recipe.name.clone(),
@@ -485,47 +481,27 @@ fn with_kept(e: BuildError, kept: &Path) -> BuildError {
     }
 }
 
-/// How to stop a running step when the build is cancelled.
-#[derive(Debug, Clone, Copy)]
-enum Stop {
-    /// Kill its process group: bubblewrap leads it, and its death ends the whole sandbox.
-    KillGroup,
-    /// SIGTERM to the supervisor, which kills everything the step started (see [`supervise`]).
-    AskSupervisor,
-}
-
 /// How long a supervisor gets to clean up after SIGTERM before its group is killed outright.
 const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
 
-/// Waits for the command, stopping it if `cancel` is set. `None` when cancelled.
-fn run_cancellable(
-    mut cmd: std::process::Command,
-    how: Stop,
+/// Waits for a started step, stopping it if `cancel` is set: SIGTERM first when it is the
+/// supervisor process (`ask_supervisor`; it then kills everything the step started, see
+/// [`supervise`]), else its process group killed at once (bubblewrap's death ends its sandbox,
+/// the namespace init's its namespace). `None` when cancelled.
+fn wait_cancellable(
+    mut child: spawn::Child,
     cancel: &AtomicBool,
+    ask_supervisor: bool,
 ) -> std::io::Result<Option<std::process::ExitStatus>> {
-    // If pybake dies, so does the step (bubblewrap takes its whole sandbox with it, the
-    // supervisor its whole tree). Set last: a change of uid clears it.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            let sig = match how {
-                Stop::KillGroup => libc::SIGKILL,
-                Stop::AskSupervisor => libc::SIGTERM,
-            };
-            libc::prctl(libc::PR_SET_PDEATHSIG, sig);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as libc::pid_t;
     let exit = ExitWatch::new(child.id());
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         if cancel.load(Ordering::Relaxed) {
-            // SAFETY: plain syscalls; the child leads its own process group.
-            if let Stop::AskSupervisor = how {
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+            if ask_supervisor {
+                // SAFETY: our unreaped child, so the pid is still its.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
                 let deadline = Instant::now() + SUPERVISOR_GRACE;
                 while Instant::now() < deadline {
                     if child.try_wait()?.is_some() {
@@ -534,28 +510,6 @@ fn run_cancellable(
                     exit.wait(Duration::from_millis(50));
                 }
             }
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = child.wait();
-            return Ok(None);
-        }
-        exit.wait(Duration::from_millis(50));
-    }
-}
-
-/// Runs an unsandboxed step as root in a PID namespace of its own ([`pidns`]) and waits for it,
-/// killing it if `cancel` is set. `None` when cancelled.
-fn run_in_pid_namespace(
-    cmd: &std::process::Command,
-    stdio: [std::os::fd::RawFd; 3],
-    cancel: &AtomicBool,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let mut child = pidns::Spawn::from_command(cmd)?.start(stdio)?;
-    let exit = ExitWatch::new(child.id());
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if cancel.load(Ordering::Relaxed) {
             child.kill();
             child.wait()?;
             return Ok(None);

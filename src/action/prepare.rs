@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::build_user::Staging;
 use super::sandbox::{self, Mounts, Terminal};
 use super::{build_user, env, io, sources, BuildError, Builder, Job, Sandbox, CANONICAL_STORE};
 use crate::store::StoreName;
@@ -79,6 +80,23 @@ impl Prepared {
         cmd.env_clear().envs(&self.env);
         Ok(cmd)
     }
+
+    /// A build step's command, with the staging its process must do first (see
+    /// [`super::spawn`], which starts it).
+    pub(super) fn step(&self, argv: &[&str]) -> std::io::Result<(Command, Option<Staging>)> {
+        let mounts = Mounts {
+            build_dir: &self.dirs.build,
+            store_view: &self.dirs.store_view,
+            root: self.root.clone(),
+            etc_dir: &self.dirs.etc,
+            inputs: self.inputs.clone(),
+        };
+        let (mut cmd, staging) =
+            self.sandbox
+                .command_and_staging(&mounts, "work", argv, Terminal::Detached)?;
+        cmd.env_clear().envs(&self.env);
+        Ok((cmd, staging))
+    }
 }
 
 impl Builder<'_> {
@@ -123,6 +141,12 @@ impl Builder<'_> {
         if let Some((uid, gid)) = self.sandbox.build_user() {
             for d in [&dirs.build, &dirs.store_view] {
                 build_user::chown_tree(d, uid, gid).map_err(io(d))?;
+            }
+            // Its own, mode 0700, so that bubblewrap running as the build user reaches what
+            // is in it without a staging mount namespace (see build_user), and nobody else
+            // does.
+            if let Some(top) = dirs.build.parent() {
+                fs_err::os::unix::fs::lchown(top, Some(uid), Some(gid)).map_err(io(top))?;
             }
         }
         let inputs: Vec<(PathBuf, String)> = job

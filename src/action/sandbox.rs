@@ -292,6 +292,23 @@ impl Sandbox {
         argv: &[&str],
         terminal: Terminal,
     ) -> io::Result<Command> {
+        let (mut c, staging) = self.command_and_staging(m, cwd_rel, argv, terminal)?;
+        if let Some(s) = staging {
+            s.install(&mut c);
+        }
+        Ok(c)
+    }
+
+    /// What [`Sandbox::command`] makes, with the staging its child does (as root in the
+    /// sandbox) not yet installed in it: for a caller that starts the process itself
+    /// ([`super::spawn`]).
+    pub fn command_and_staging(
+        &self,
+        m: &Mounts,
+        cwd_rel: &str,
+        argv: &[&str],
+        terminal: Terminal,
+    ) -> io::Result<(Command, Option<Staging>)> {
         let Some((first, rest)) = argv.split_first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
         };
@@ -306,7 +323,7 @@ impl Sandbox {
                     }
                 };
                 c.current_dir(m.build_dir.join(cwd_rel));
-                return Ok(c);
+                return Ok((c, None));
             }
             Sandbox::Bwrap {
                 program,
@@ -314,12 +331,24 @@ impl Sandbox {
             } => (program, build_user),
         };
         let mut c = Command::new(program);
-        // Host paths as bubblewrap will see them: staged when it runs as the build user.
+        // Host paths as bubblewrap will see them: staged when it runs as the build user and
+        // cannot reach them where they are (a store under /root, mode 0700); a mount namespace
+        // per step is a millisecond, so not when it can.
         let mut staging = build_user.map(|(uid, gid)| Staging::new(uid, gid));
+        let stage = match build_user {
+            Some((uid, gid)) => {
+                let mut reach = build_user::Reach::new(*uid, *gid);
+                let mut all = vec![m.build_dir, m.store_view, m.etc_dir];
+                all.extend(m.root.as_deref());
+                all.extend(m.inputs.iter().map(|(p, _)| p.as_path()));
+                !all.into_iter().all(|p| reach.can_reach(p))
+            }
+            None => false,
+        };
         let mut seen = |host: &Path| -> io::Result<PathBuf> {
             match &mut staging {
-                Some(s) => s.stage(host),
-                None => Ok(host.to_path_buf()),
+                Some(s) if stage => s.stage(host),
+                _ => Ok(host.to_path_buf()),
             }
         };
         let build_dir = seen(m.build_dir)?;
@@ -388,9 +417,6 @@ impl Sandbox {
         }
         c.arg("--chdir").arg(format!("{BUILD_DIR}/{cwd_rel}"));
         c.arg("--").args(argv);
-        if let Some(s) = staging {
-            s.install(&mut c);
-        }
-        Ok(c)
+        Ok((c, staging))
     }
 }

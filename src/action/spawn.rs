@@ -1,15 +1,19 @@
-//! Starting an unsandboxed build step in a PID namespace of its own without copying pybake's
-//! memory (root only; see [`super::supervise`] for why steps get a namespace).
+//! Starting a build step's process without copying pybake's memory.
 //!
 //! `fork` of pybake, a multi-threaded process, costs page-table copies, copy-on-write faults in
 //! every thread afterwards and TLB shootdowns: with three forks per step it was a fifth of the
 //! time of a graph of small builds. So, as `posix_spawn` does, the processes here share
-//! pybake's memory until the step's `execve`, each on a stack of its own:
-//! - G, made by `clone(CLONE_VM | CLONE_NEWPID)`, is pid 1 of a new namespace and pybake's
-//!   child. It dies with pybake's build thread (`PR_SET_PDEATHSIG`), reaps everything in the
-//!   namespace and ends as soon as S does; the kernel then kills whatever is left in it.
-//! - S, made by G with `clone(CLONE_VM | CLONE_VFORK)`, sets up stdio, the working directory
-//!   and signals, and execs the step; G waits (vfork) until it has.
+//! pybake's memory until the step's `execve`, each on a stack of its own. Two ways:
+//! - [`Spawn::start`] (bubblewrap): S, made by `clone(CLONE_VM | CLONE_VFORK)` (the build
+//!   thread waits until S has exec'd), leads a process group of its own, dies with the build
+//!   thread (`PR_SET_PDEATHSIG`), sets up stdio, the working directory and signals, stages the
+//!   sandbox's directories and becomes the build user when pybake is root
+//!   ([`super::build_user::Staging`]), and execs.
+//! - [`Spawn::start_in_pid_namespace`] (an unsandboxed step as root; see [`super::supervise`]
+//!   for why it gets a namespace): G, made by `clone(CLONE_VM | CLONE_NEWPID)`, is pid 1 of a
+//!   new namespace and pybake's child. It dies with pybake's build thread, reaps everything in
+//!   the namespace and ends as soon as S, which it makes as above, does; the kernel then kills
+//!   whatever is left in it.
 //!
 //! G and S run in pybake's address space, so they only call async-signal-safe functions on data
 //! prepared before the clone, never allocate, and never return into Rust code of pybake's. G
@@ -23,6 +27,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 
+use super::build_user::Staging;
+
 /// Each stack (G's and S's): they run a few libc calls only.
 const STACK: usize = 256 * 1024;
 const PAGE: usize = 4096;
@@ -35,7 +41,7 @@ pub struct Spawn {
     _strings: Vec<CString>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
-    cwd: CString,
+    cwd: Option<CString>,
 }
 
 /// What G and S read; lives in the spawning thread's frame until S has exec'd.
@@ -44,19 +50,26 @@ struct Shared {
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
+    /// Null: stay in pybake's directory.
     cwd: *const libc::c_char,
     stdio: [RawFd; 3],
     status_wr: RawFd,
     exec_err_wr: RawFd,
     parent_pidfd: RawFd,
     s_stack_top: *mut libc::c_void,
+    /// Direct mode only: pybake's pid (S checks it is still its parent) and what to stage
+    /// (null: nothing).
+    parent: libc::pid_t,
+    staging: *const Staging,
 }
 
-/// G, pybake's child and pid 1 of the step's namespace.
-pub struct NsChild {
+/// The started step: S itself, or G, pid 1 of the step's namespace.
+pub struct Child {
     pid: libc::pid_t,
-    status_rd: OwnedFd,
-    stacks: Stacks,
+    /// G's report of S's status (PID namespace only).
+    status_rd: Option<OwnedFd>,
+    /// G's stack must outlive G (PID namespace only).
+    _stacks: Option<Stacks>,
     status: Option<ExitStatus>,
 }
 
@@ -71,7 +84,7 @@ fn c_string(s: &OsStr) -> io::Result<CString> {
 
 impl Spawn {
     /// The program, arguments, working directory and environment of `cmd`, which must have a
-    /// working directory and a cleared environment (only variables set on it are passed).
+    /// cleared environment (only variables set on it are passed).
     pub fn from_command(cmd: &Command) -> io::Result<Spawn> {
         let program = c_string(cmd.get_program())?;
         let mut strings = vec![program.clone()];
@@ -87,10 +100,10 @@ impl Spawn {
                 strings.push(c_string(OsStr::from_bytes(&kv))?);
             }
         }
-        let cwd = cmd
-            .get_current_dir()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no working directory"))?;
-        let cwd = c_string(cwd.as_os_str())?;
+        let cwd = match cmd.get_current_dir() {
+            Some(d) => Some(c_string(d.as_os_str())?),
+            None => None,
+        };
         let ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         let mut argv = ptrs[..argc].to_vec();
         argv.push(std::ptr::null());
@@ -105,8 +118,76 @@ impl Spawn {
         })
     }
 
-    /// Starts the step with `stdio` as its standard input, output and error.
-    pub fn start(&self, stdio: [RawFd; 3]) -> io::Result<NsChild> {
+    fn shared(
+        &self,
+        stdio: [RawFd; 3],
+        status_wr: RawFd,
+        exec_err_wr: RawFd,
+        s_stack_top: *mut libc::c_void,
+    ) -> Shared {
+        Shared {
+            program: self.program.as_ptr(),
+            argv: self.argv.as_ptr(),
+            envp: self.envp.as_ptr(),
+            cwd: self.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            stdio,
+            status_wr,
+            exec_err_wr,
+            parent_pidfd: -1,
+            s_stack_top,
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+            staging: std::ptr::null(),
+        }
+    }
+
+    /// Starts the step with `stdio` as its standard input, output and error, in a process group
+    /// of its own; with `staging`, staged and as the build user.
+    pub fn start(&self, stdio: [RawFd; 3], staging: Option<&Staging>) -> io::Result<Child> {
+        let (err_rd, err_wr) = pipe()?;
+        let stacks = Stacks::new()?;
+        let mut shared = self.shared(stdio, -1, err_wr.as_raw_fd(), stacks.top(1));
+        shared.staging = staging.map_or(std::ptr::null(), |s| s as *const Staging);
+        let old = block_all_signals();
+        // SAFETY: S only reads `shared` and runs on its own stack; this thread waits (vfork)
+        // until S has exec'd or exited, so both outlive its use of them.
+        let pid = unsafe {
+            libc::clone(
+                s_main,
+                stacks.top(1),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&shared as *const Shared).cast_mut().cast(),
+            )
+        };
+        let clone_err = io::Error::last_os_error();
+        restore_signals(&old);
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        drop(err_wr);
+        let mut child = Child {
+            pid,
+            status_rd: None,
+            _stacks: None,
+            status: None,
+        };
+        let mut errno = [0u8; 4];
+        match read_full(&err_rd, &mut errno) {
+            Ok(4) => {
+                let _ = child.wait();
+                Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+            }
+            Ok(_) => Ok(child),
+            Err(e) => {
+                child.kill();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the step with `stdio` as its standard input, output and error, in a PID
+    /// namespace of its own.
+    pub fn start_in_pid_namespace(&self, stdio: [RawFd; 3]) -> io::Result<Child> {
         let (status_rd, status_wr) = pipe()?;
         let (err_rd, err_wr) = pipe()?;
         // Lets G tell, after asking to die with its parent, that the parent is still there.
@@ -115,17 +196,15 @@ impl Spawn {
         // SAFETY: a non-negative return is a new descriptor we own.
         let parent_pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
         let stacks = Stacks::new()?;
-        let shared = Shared {
-            program: self.program.as_ptr(),
-            argv: self.argv.as_ptr(),
-            envp: self.envp.as_ptr(),
-            cwd: self.cwd.as_ptr(),
+        let mut shared = self.shared(
             stdio,
-            status_wr: status_wr.as_raw_fd(),
-            exec_err_wr: err_wr.as_raw_fd(),
-            parent_pidfd: parent_pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
-            s_stack_top: stacks.top(1),
-        };
+            status_wr.as_raw_fd(),
+            err_wr.as_raw_fd(),
+            stacks.top(1),
+        );
+        shared.parent_pidfd = parent_pidfd.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // G is not S's parent process's child: S leaves the pid check and group to G.
+        shared.parent = 0;
         // G and S start with every signal blocked, so no handler of pybake's runs in them.
         let old = block_all_signals();
         // SAFETY: g_main only reads `shared`, which outlives S's exec (we wait for it below),
@@ -144,10 +223,10 @@ impl Spawn {
             return Err(clone_err);
         }
         drop((status_wr, err_wr));
-        let mut child = NsChild {
+        let mut child = Child {
             pid,
-            status_rd,
-            stacks,
+            status_rd: Some(status_rd),
+            _stacks: Some(stacks),
             status: None,
         };
         // End of file once S has exec'd and G has closed its copy; an errno if exec failed.
@@ -166,7 +245,7 @@ impl Spawn {
     }
 }
 
-impl NsChild {
+impl Child {
     pub fn id(&self) -> u32 {
         self.pid as u32
     }
@@ -185,11 +264,15 @@ impl NsChild {
         }
     }
 
-    /// Kills G, and with it everything in the namespace.
+    /// Kills the step's process group (bubblewrap's death ends its sandbox; G's, its
+    /// namespace).
     pub fn kill(&mut self) {
         if self.status.is_none() {
-            // SAFETY: G is our unreaped child, so its pid is not reused yet.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            // SAFETY: our unreaped child, so its pid is not reused yet; it leads its group.
+            unsafe {
+                libc::kill(-self.pid, libc::SIGKILL);
+                libc::kill(self.pid, libc::SIGKILL);
+            }
         }
     }
 
@@ -213,8 +296,8 @@ impl NsChild {
             return Ok(None);
         }
         let mut word = [0u8; 4];
-        let raw = match read_full(&self.status_rd, &mut word) {
-            Ok(4) => i32::from_ne_bytes(word),
+        let raw = match self.status_rd.as_ref().map(|fd| read_full(fd, &mut word)) {
+            Some(Ok(4)) => i32::from_ne_bytes(word),
             _ => g_status,
         };
         let status = ExitStatus::from_raw(raw);
@@ -223,14 +306,13 @@ impl NsChild {
     }
 }
 
-impl Drop for NsChild {
+impl Drop for Child {
     fn drop(&mut self) {
         if self.status.is_none() {
             self.kill();
             let _ = self.wait();
         }
-        // Only now, with G gone, may its stack go (Stacks' drop).
-        let _ = &self.stacks;
+        // Only now, with G gone, may its stack go (the fields drop after this).
     }
 }
 
@@ -335,6 +417,7 @@ extern "C" fn g_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let shared = &*(arg as *const Shared);
         let status_wr = shared.status_wr;
+        libc::setpgid(0, 0);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         // The parent may have died before the prctl: then nobody waits for the step.
         if shared.parent_pidfd >= 0 {
@@ -386,6 +469,15 @@ extern "C" fn s_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::write(shared.exec_err_wr, (&errno as *const i32).cast(), 4);
             libc::_exit(127)
         };
+        if shared.parent != 0 {
+            // Direct mode: a group of our own, and death with the build thread (which waits
+            // for our exec, so it is alive unless pybake was killed meanwhile).
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != shared.parent {
+                libc::_exit(128 + libc::SIGKILL);
+            }
+        }
         for (target, fd) in shared.stdio.iter().enumerate() {
             let target = target as RawFd;
             if *fd == target {
@@ -396,7 +488,10 @@ extern "C" fn s_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(shared);
             }
         }
-        if libc::chdir(shared.cwd) != 0 {
+        if !shared.cwd.is_null() && libc::chdir(shared.cwd) != 0 {
+            fail(shared);
+        }
+        if !shared.staging.is_null() && (*shared.staging).enter().is_err() {
             fail(shared);
         }
         // What std::process does for a child: default SIGPIPE (Rust ignores it), nothing
@@ -441,7 +536,9 @@ mod tests {
         let null = std::fs::File::open("/dev/null").unwrap();
         let out = std::fs::File::create(dir.join("out")).unwrap();
         let stdio = [null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()];
-        Spawn::from_command(&cmd)?.start(stdio)?.wait()
+        Spawn::from_command(&cmd)?
+            .start_in_pid_namespace(stdio)?
+            .wait()
     }
 
     // Tests run as root (as CI does): a PID namespace needs it.
@@ -479,7 +576,13 @@ mod tests {
         cmd.env_clear().current_dir(t.path());
         let e = Spawn::from_command(&cmd)
             .unwrap()
-            .start([0, 1, 2])
+            .start_in_pid_namespace([0, 1, 2])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let e = Spawn::from_command(&cmd)
+            .unwrap()
+            .start([0, 1, 2], None)
             .err()
             .unwrap();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
