@@ -588,11 +588,32 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         let mut cmd = Command::new("/bin/true");
         cmd.env_clear().current_dir(t.path().join("missing"));
-        let e = Spawn::from_command(&cmd)
+        for in_namespace in [true, false] {
+            let spawn = Spawn::from_command(&cmd).unwrap();
+            let started = if in_namespace {
+                spawn.start_in_pid_namespace([0, 1, 2])
+            } else {
+                spawn.start([0, 1, 2], None)
+            };
+            assert_eq!(started.err().unwrap().kind(), io::ErrorKind::NotFound);
+        }
+    }
+
+    #[test]
+    fn a_direct_step_leads_its_own_process_group() {
+        let t = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "ps -o pid=,pgid= -p $$ > out"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(t.path());
+        let mut child = Spawn::from_command(&cmd)
             .unwrap()
-            .start([0, 1, 2])
-            .err()
+            .start([0, 1, 2], None)
             .unwrap();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(child.wait().unwrap().success());
+        let out = std::fs::read_to_string(t.path().join("out")).unwrap();
+        let ids: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(ids, [child.id().to_string(), child.id().to_string()], "{out}");
     }
 }
