@@ -153,13 +153,13 @@ fn stale_partial_downloads_and_metadata_temps_go_locked_ones_stay() {
     let stale = [
         tmp.join("fetch-AbC123"),
         tmp.join("import-XyZ789"),
-        meta.join(".tmpQwErTy"),
+        tmp.join(".tmpQwErTy"),
     ];
     for f in &stale {
         std::fs::write(f, "partial").unwrap();
     }
     // A live writer holds a lock on its temp file, as pybake's downloads and metadata writes do.
-    let live: Vec<(PathBuf, std::fs::File)> = [tmp.join("fetch-live12"), meta.join(".tmpLive12")]
+    let live: Vec<(PathBuf, std::fs::File)> = [tmp.join("fetch-live12"), tmp.join(".tmpLive12")]
         .into_iter()
         .map(|path| {
             std::fs::write(&path, "in progress").unwrap();
@@ -179,6 +179,14 @@ fn stale_partial_downloads_and_metadata_temps_go_locked_ones_stay() {
         assert!(path.exists(), "{path:?} is held by a live writer");
     }
     assert!(tmp.join("notes.txt").exists());
+
+    // Where earlier versions wrote metadata temporaries: `pybake gc` looks there.
+    let old = meta.join(".tmpOlder1");
+    std::fs::write(&old, "partial").unwrap();
+    p.run(&["realize", "--sandbox", "off", "quick"]).ok();
+    assert!(old.exists(), "a realize lists .pybake/tmp only");
+    p.run(&["gc"]).ok();
+    assert!(!old.exists(), "gc removes it");
 }
 
 #[test]

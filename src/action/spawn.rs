@@ -614,6 +614,10 @@ mod tests {
         assert!(child.wait().unwrap().success());
         let out = std::fs::read_to_string(t.path().join("out")).unwrap();
         let ids: Vec<&str> = out.split_whitespace().collect();
-        assert_eq!(ids, [child.id().to_string(), child.id().to_string()], "{out}");
+        assert_eq!(
+            ids,
+            [child.id().to_string(), child.id().to_string()],
+            "{out}"
+        );
     }
 }

@@ -58,6 +58,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     atomic::write(path, bytes, Publish::READABLE).map_err(io_at(path))
 }
 
+impl super::Store {
+    /// [`write_atomic`] for a file of the store's own (metadata, records, GC roots), with the
+    /// temporary in `.pybake/tmp`: a realize then looks for leftovers there only, not in
+    /// directories with an entry per output.
+    pub(crate) fn write_internal(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.tmp_dir();
+        let mut file = atomic::locked_temp_file(&tmp, atomic::TEMP_PREFIX).map_err(io_at(&tmp))?;
+        std::io::Write::write_all(&mut file, bytes).map_err(io_at(&tmp))?;
+        atomic::commit(file, path, Publish::READABLE).map_err(io_at(path))
+    }
+}
+
 /// Files become 0444 (0555 if executable), directories 0555. Symlinks are left alone.
 pub fn make_read_only(root: &Path) -> Result<(), StoreError> {
     set_modes(root, |is_dir, mode| {

@@ -345,7 +345,7 @@ impl Store {
         if let Err(e) = self.compact_built_log() {
             report.errors.push(e);
         }
-        let sweep = self.remove_orphans();
+        let sweep = self.remove_orphans_thoroughly();
         report.temporaries = sweep.removed.len();
         report.errors.extend(sweep.errors);
         report

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::gc::GcError;
-use super::{files, io_at, write_atomic, Store, StoreName};
+use super::{files, io_at, Store, StoreName};
 
 /// Hex digits of the project key: 64 bits tell apart the projects of one store.
 const KEY_HEX: usize = 16;
@@ -98,7 +98,11 @@ impl Store {
         let mut text = format!("{name}\n").into_bytes();
         text.extend_from_slice(dir.as_os_str().as_bytes());
         text.push(b'\n');
-        write_atomic(&file, &text)?;
+        // A realize of the same targets again records the same root: nothing to write.
+        if fs_err::read(&file).is_ok_and(|old| old == text) {
+            return Ok(file);
+        }
+        self.write_internal(&file, &text)?;
         Ok(file)
     }
 

@@ -198,7 +198,7 @@ impl Store {
             remove_tree(&dest)?;
         }
         let meta_path = self.meta_path(name);
-        write_atomic(&meta_path, &meta.to_json())?;
+        self.write_internal(&meta_path, &meta.to_json())?;
         fs_err::rename(built, &dest).map_err(io_at(&dest))?;
         Ok(dest)
     }

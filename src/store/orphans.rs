@@ -6,10 +6,9 @@
 //!   `.pybake/locks/<store name>.lock`, held for the whole build;
 //! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*`, `.pybake/tmp/push-*` (downloads, imports and
 //!   archives being pushed) and
-//!   `.pybake/meta/.tmp*` and `.pybake/gcroots/.tmp*` (metadata or a GC root being written): a
-//!   lock on the file itself, taken right after creating it ([`crate::atomic::locked_temp_file`],
-//!   which every atomic write uses); the same for
-//!   `.pybake/drv/.tmp*`, written the same way;
+//!   `.pybake/tmp/.tmp*` (metadata, a derivation record or a GC root being written,
+//!   [`Store::write_internal`]): a lock on the file itself, taken right after creating it
+//!   ([`crate::atomic::locked_temp_file`], which every atomic write uses);
 //! - `.pybake/tmp/shell-XXXXXX/`, the build directory of a `pybake shell` ([`ShellDir`]), and
 //!   `.pybake/tmp/slot-XXXXXX/`, a build directory a realize reuses ([`super::BuildSlot`]): a
 //!   lock on the directory itself, held while the shell or the realize runs.
@@ -37,8 +36,10 @@ const WRITER_PREFIXES: [&str; 3] = ["fetch-", "import-", "push-"];
 pub(super) const KEPT_MARKER: &str = "KEPT-BY-PYBAKE";
 /// Name prefix of `pybake shell`'s build directories in `.pybake/tmp`.
 const SHELL_PREFIX: &str = "shell-";
-/// Directories under `.pybake` where [`super::write_atomic`] leaves temporaries.
-const ATOMIC_DIRS: [&str; 3] = ["meta", "gcroots", "drv"];
+/// Directories under `.pybake` where earlier builds of pybake left the temporaries of atomic
+/// writes (now in `.pybake/tmp`, see [`Store::write_internal`]); only `pybake gc` lists them,
+/// so that a realize does not list a directory with an entry per output.
+const OLD_ATOMIC_DIRS: [&str; 4] = ["meta", "gcroots", "drv", "last"];
 
 /// What [`Store::remove_orphans`] did.
 #[derive(Debug, Default)]
@@ -52,9 +53,8 @@ pub struct Sweep {
 impl Store {
     /// Removes the temporaries that no live process holds: build directories of builds that
     /// were killed, partial downloads and imports, metadata and GC root temporaries (see the
-    /// module docs). Costs one directory listing of `.pybake/tmp`, `.pybake/meta` and
-    /// `.pybake/gcroots` when there is nothing to remove. Never fails as a whole: what cannot be
-    /// removed is reported in [`Sweep::errors`].
+    /// module docs). Costs one directory listing of `.pybake/tmp` when there is nothing to
+    /// remove. Never fails as a whole: what cannot be removed is reported in [`Sweep::errors`].
     pub fn remove_orphans(&self) -> Sweep {
         let mut sweep = Sweep::default();
         for (name, path, is_dir) in list(&self.tmp_dir(), &mut sweep) {
@@ -65,14 +65,24 @@ impl Store {
                     remove_dir_unless_locked(&path)
                 }
                 Some(owner) if is_dir => self.remove_build_dir(&owner, &path),
-                _ if !is_dir && WRITER_PREFIXES.iter().any(|p| name.starts_with(p)) => {
+                _ if !is_dir
+                    && (WRITER_PREFIXES.iter().any(|p| name.starts_with(p))
+                        || name.starts_with(TEMP_PREFIX)) =>
+                {
                     remove_unless_locked(&path)
                 }
                 _ => Ok(false),
             };
             sweep.record(removed, path);
         }
-        for dir in ATOMIC_DIRS {
+        sweep
+    }
+
+    /// [`Store::remove_orphans`], and the temporaries of atomic writes that older versions
+    /// left beside their files (`pybake gc`).
+    pub fn remove_orphans_thoroughly(&self) -> Sweep {
+        let mut sweep = self.remove_orphans();
+        for dir in OLD_ATOMIC_DIRS {
             for (name, path, is_dir) in list(&self.internal(dir), &mut sweep) {
                 if !is_dir && name.starts_with(TEMP_PREFIX) {
                     let removed = remove_unless_locked(&path);
@@ -309,6 +319,12 @@ mod tests {
         std::fs::write(&other, "").unwrap();
         let stale_drv = store.internal("drv").join(".tmpdead01");
         std::fs::write(&stale_drv, "{").unwrap();
+        let stale_atomic = tmp.join(".tmpdead02");
+        std::fs::write(&stale_atomic, "{").unwrap();
+        let live_atomic = locked_temp_file(&tmp, TEMP_PREFIX).unwrap();
+        let dead_slot = tmp.join("slot-dead04");
+        std::fs::create_dir_all(dead_slot.join("build/src")).unwrap();
+        let live_slot = store.build_slot().unwrap();
         let dead_shell = tmp.join("shell-dead03");
         std::fs::create_dir_all(dead_shell.join("build/ro")).unwrap();
         crate::store::make_read_only(&dead_shell.join("build")).unwrap();
@@ -317,13 +333,17 @@ mod tests {
         kept_shell.keep();
         let kept_shell = kept_shell.path().to_path_buf();
 
+        // A realize lists .pybake/tmp only; gc also where older versions left temporaries.
         let sweep = store.remove_orphans();
         assert!(sweep.errors.is_empty(), "{:?}", sweep.errors);
         let mut removed = sweep.removed;
         removed.sort();
-        let mut expected = vec![dead_dir, stale_fetch, stale_meta, stale_drv, dead_shell];
+        let mut expected = vec![dead_dir, stale_fetch, stale_atomic, dead_slot, dead_shell];
         expected.sort();
         assert_eq!(removed, expected);
+        let mut removed = store.remove_orphans_thoroughly().removed;
+        removed.sort();
+        assert_eq!(removed, vec![stale_drv, stale_meta]);
         for p in [
             live_shell.path(),
             &kept_shell,
@@ -331,11 +351,13 @@ mod tests {
             &kept_dir,
             live_fetch.path(),
             live_meta.path(),
+            live_atomic.path(),
+            live_slot.path(),
             &other,
         ] {
             assert!(p.exists(), "{p:?}");
         }
-        assert!(store.remove_orphans().removed.is_empty());
+        assert!(store.remove_orphans_thoroughly().removed.is_empty());
         let live_shell_path = live_shell.path().to_path_buf();
         drop(live_shell);
         assert!(

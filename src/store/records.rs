@@ -1,7 +1,7 @@
 //! What the store remembers of builds besides their outputs (docs/store.md):
 //! - `.pybake/drv/<store name>.json`: the inputs of each output inserted, as hashed (a
 //!   `crate::derivation::DrvRecord`, kept here as bytes: the store does not interpret it),
-//!   written once with [`write_atomic`] (mode 0644): a reader sees the whole file or none;
+//!   written once with [`Store::write_internal`] (mode 0644): a reader sees the whole file or none;
 //! - `.pybake/built.log`: one line `<recipe name> <store name>` appended per output inserted,
 //!   so the last line naming a recipe says what was built last for it. An append is one
 //!   `write` on a file opened `O_APPEND`: no temporary, no rename and no new file per build,
@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use super::{io_at, write_atomic, Store, StoreError, StoreName};
+use super::{io_at, Store, StoreError, StoreName};
 
 /// Directories under `.pybake` that hold these records.
 pub(super) const DIRS: [&str; 1] = ["drv"];
@@ -37,7 +37,7 @@ impl Store {
         if fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
             return Ok(());
         }
-        write_atomic(&path, json)
+        self.write_internal(&path, json)
     }
 
     /// The recorded inputs of output `name`, if any.
@@ -124,7 +124,7 @@ impl Store {
             .into_iter()
             .filter_map(|(recipe, name)| Some(format!("{recipe} {}\n", name.ok()?)))
             .collect();
-        write_atomic(&self.built_log(), text.as_bytes())
+        self.write_internal(&self.built_log(), text.as_bytes())
     }
 }
 
