@@ -335,3 +335,30 @@ fn remove_references_to_drops_a_build_tool_from_the_runtime_closure() {
         r.stderr
     );
 }
+
+#[test]
+fn hash_references_lists_the_outputs_a_path_refers_to() {
+    let p = Project::new();
+    p.recipe(
+        "a",
+        "name = \"a\"\nversion = \"1\"\nsteps = [\"mkdir -p $out && echo a > $out/x\"]\n",
+    );
+    p.recipe(
+        "b",
+        "name = \"b\"\nversion = \"1\"\ndeps = [\"a\"]\nsteps = [\"mkdir -p $out && echo $DEP_A > $out/uses-a\"]\n",
+    );
+    let b = p.run(&["realize", "--sandbox", "off", "b"]).ok().line();
+    let a = p.run(&["path", "a"]).ok().line();
+    let plain = p.run(&["hash", &b]).ok().stdout;
+    let r = p.run(&["hash", "--references", &b]).ok();
+    // The same hash, then the referenced output, by store name.
+    let a_name = std::path::Path::new(&a)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(r.stdout, format!("{plain}  {a_name}\n"), "{}", r.stdout);
+    // An output of the store that nothing mentions is not listed.
+    let r = p.run(&["hash", "--references", &a]).ok();
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+}

@@ -465,6 +465,30 @@ impl Builder<'_> {
     }
 }
 
+/// The content hash of `path` and the outputs of `store` it refers to, found as a build's
+/// output is scanned (`pybake hash --references`): the hash part of each output's name after
+/// the sandbox's store path or the store's own.
+pub fn references_in(
+    store: &Store,
+    path: &Path,
+) -> Result<(OutputHash, std::collections::BTreeSet<StoreName>), tree::TreeError> {
+    let io_err = |source| tree::TreeError::Io {
+        path: store.root().to_path_buf(),
+        source,
+    };
+    let mut candidates: Vec<StoreName> = fs_err::read_dir(store.root())
+        .map_err(io_err)?
+        .filter_map(|e| StoreName::parse(e.ok()?.file_name().to_str()?).ok())
+        .collect();
+    candidates.sort();
+    let prefixes = [
+        CANONICAL_STORE.to_string(),
+        store.root().display().to_string(),
+    ];
+    let found = scan::scan(path, &prefixes, &candidates, &[])?;
+    Ok((found.output_hash, found.references))
+}
+
 fn with_kept(e: BuildError, kept: &Path) -> BuildError {
     let note = format!("\n  build directory kept at {}", kept.display());
     match e {

@@ -242,7 +242,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Log(o) => query::log(&cli.global, o),
         Command::Explain(a) => explain::run(&cli.global, a),
         Command::Graph(t) => query::graph(&cli.global, t),
-        Command::Hash(h) => query::hash(h),
+        Command::Hash(h) => query::hash(&cli.global, h),
         Command::Gc(a) => gc::gc(&cli.global, a),
         Command::GcRoot(c) => gc::gc_root(&cli.global, c),
         Command::WhyDepends(a) => why_depends::why_depends(&cli.global, a),

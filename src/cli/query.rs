@@ -90,13 +90,33 @@ pub struct HashArgs {
     /// Files or directories.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<std::path::PathBuf>,
+    /// Also list the outputs of the store that each path refers to, as a build's output is
+    /// scanned (one line each, indented, after the path's hash)
+    #[arg(long)]
+    pub references: bool,
 }
 
-pub fn hash(h: &HashArgs) -> anyhow::Result<i32> {
+pub fn hash(g: &Global, h: &HashArgs) -> anyhow::Result<i32> {
+    let store = if h.references {
+        Some(crate::store::Store::open(&g.store)?)
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     for p in &h.paths {
-        let digest = crate::hash::SourceHash::from_bytes(crate::hash::tree::hash_path(p)?);
-        writeln!(out, "{digest}  {}", p.display())?;
+        match &store {
+            None => {
+                let digest = crate::hash::SourceHash::from_bytes(crate::hash::tree::hash_path(p)?);
+                writeln!(out, "{digest}  {}", p.display())?;
+            }
+            Some(store) => {
+                let (digest, refs) = crate::action::references_in(store, p)?;
+                writeln!(out, "{digest}  {}", p.display())?;
+                for r in refs {
+                    writeln!(out, "  {r}")?;
+                }
+            }
+        }
     }
     Ok(0)
 }
