@@ -16,13 +16,27 @@ pub struct Location {
 impl Location {
     /// The location of the byte range `span` in `text`, the contents of `file`.
     pub fn of_span(file: &std::path::Path, text: &str, span: std::ops::Range<usize>) -> Self {
+        Self::of_span_in(file, text, &line_starts(text), span)
+    }
+
+    /// [`Location::of_span`] with the offsets of `text`'s lines ([`line_starts`]) at hand: a
+    /// recipe's locations are all taken from one text, and counting its lines again for each
+    /// was a fifth of a no-op realize of the real graph.
+    pub fn of_span_in(
+        file: &std::path::Path,
+        text: &str,
+        lines: &[usize],
+        span: std::ops::Range<usize>,
+    ) -> Self {
         // Offsets from a parser or a UTF-8 check may fall inside a character: widen to its
         // boundaries rather than slice through it.
         let mut start = span.start.min(text.len());
         while !text.is_char_boundary(start) {
             start -= 1;
         }
-        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        // The last line starting at or before `start` (lines[0] is 0).
+        let line = lines.partition_point(|&l| l <= start).max(1);
+        let line_start = lines.get(line - 1).copied().unwrap_or(0);
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let mut end = span.end.clamp(start, line_end);
         while !text.is_char_boundary(end) {
@@ -33,7 +47,7 @@ impl Location {
         let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Location {
             file: file.to_path_buf(),
-            line: Some(line_of(text, start)),
+            line: Some(line),
             span: Some((small(col), small(width))),
         }
     }
@@ -184,6 +198,13 @@ impl RecipeError {
 }
 
 /// The 1-based line of a byte offset in `text`.
+/// The byte offset where each line of `text` starts (the first is 0).
+pub fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
+        .collect()
+}
+
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
@@ -243,6 +264,22 @@ mod tests {
 #[cfg(test)]
 mod snippet_tests {
     use super::*;
+
+    #[test]
+    fn every_offset_gets_the_line_and_column_counted_from_the_start() {
+        let text = "a = 1\n\nname = \"é\"\n  x\n";
+        for start in 0..=text.len() {
+            let at = Location::of_span(std::path::Path::new("r.toml"), text, start..start + 1);
+            let mut boundary = start;
+            while !text.is_char_boundary(boundary) {
+                boundary -= 1;
+            }
+            assert_eq!(at.line, Some(line_of(text, boundary)), "offset {start}");
+            let line_start = text[..boundary].rfind('\n').map_or(0, |i| i + 1);
+            let col = text[line_start..boundary].chars().count() + 1;
+            assert_eq!(at.span.map(|s| s.0), Some(col as u32), "offset {start}");
+        }
+    }
 
     #[test]
     fn a_span_is_shown_under_its_line_even_inside_a_character() {

@@ -38,12 +38,17 @@ struct Parsed {
     raw: RawRecipe,
     file: PathBuf,
     text: String,
+    /// Where each line of `text` starts, once a location is asked for.
+    lines: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl Parsed {
     fn at(&self, span: Option<std::ops::Range<usize>>) -> Location {
         match span {
-            Some(s) => Location::of_span(&self.file, &self.text, s),
+            Some(s) => {
+                let lines = self.lines.get_or_init(|| error::line_starts(&self.text));
+                Location::of_span_in(&self.file, &self.text, lines, s)
+            }
             None => Location::at_line(&self.file, None),
         }
     }
@@ -169,7 +174,12 @@ fn parse_text(file: PathBuf, text: String) -> Result<Parsed, RecipeError> {
         },
         message: e.message().trim().to_string(),
     })?;
-    Ok(Parsed { raw, file, text })
+    Ok(Parsed {
+        raw,
+        file,
+        text,
+        lines: Default::default(),
+    })
 }
 
 /// What a file that is not a regular file is, for messages.
