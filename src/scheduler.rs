@@ -164,16 +164,50 @@ pub fn realize(
     let cancel = AtomicBool::new(false);
     let builder = opts.builder(store, sandbox, &cancel, reporter);
     let mut stopped = false;
+    // A pool of `jobs` threads, not a thread per build: creating and tearing one down per build
+    // (a stack mapped and unmapped, with TLB shootdowns) showed in graphs of small builds. A
+    // build's step dies with the thread that started it (PR_SET_PDEATHSIG), and these live as
+    // long as the scope.
+    let (job_tx, job_rx) = mpsc::channel::<(usize, Vec<(&str, StoreName)>)>();
+    let job_rx = std::sync::Mutex::new(job_rx);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Done>();
+        for _ in 0..opts.jobs.max(1).min(plan.len().max(1)) {
+            let (tx, job_rx, builder) = (tx.clone(), &job_rx, &builder);
+            let plan = &plan;
+            scope.spawn(move || loop {
+                let next = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((i, deps)) = next else { return };
+                let drv = plan[i].0;
+                let started = Instant::now();
+                // A panic in a build must not leave the loop below waiting for it forever:
+                // the build counts as failed and the panic goes on once the scope ends.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    build_one(builder, store, drv, deps)
+                }));
+                let secs = started.elapsed().as_secs_f64();
+                match result {
+                    Ok(Ok(status)) => {
+                        let _ = tx.send(Done::Finished(i, status, secs, None));
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Done::Finished(i, Status::Failed, secs, Some(e)));
+                    }
+                    Err(panic) => {
+                        let _ = tx.send(Done::Finished(i, Status::Failed, secs, None));
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            });
+        }
         let mut running = 0usize;
         loop {
             while !stopped && running < opts.jobs.max(1) {
                 let Some(i) = ready.pop_front() else { break };
-                running += 1;
-                let tx = tx.clone();
                 let drv = plan[i].0;
-                let builder = &builder;
                 let deps: Vec<(&str, StoreName)> = drv
                     .recipe
                     .deps
@@ -188,27 +222,10 @@ pub fn realize(
                 reporter.report(Event::Started {
                     name: &drv.recipe.name,
                 });
-                scope.spawn(move || {
-                    let started = Instant::now();
-                    // A panic in a build must not leave the loop below waiting for it forever:
-                    // the build counts as failed and the panic goes on once the scope ends.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        build_one(builder, store, drv, deps)
-                    }));
-                    let secs = started.elapsed().as_secs_f64();
-                    match result {
-                        Ok(Ok(status)) => {
-                            let _ = tx.send(Done::Finished(i, status, secs, None));
-                        }
-                        Ok(Err(e)) => {
-                            let _ = tx.send(Done::Finished(i, Status::Failed, secs, Some(e)));
-                        }
-                        Err(panic) => {
-                            let _ = tx.send(Done::Finished(i, Status::Failed, secs, None));
-                            std::panic::resume_unwind(panic);
-                        }
-                    }
-                });
+                if job_tx.send((i, deps)).is_err() {
+                    break;
+                }
+                running += 1;
             }
             if running == 0 {
                 break;
@@ -242,6 +259,8 @@ pub fn realize(
                 }
             }
         }
+        // The workers end once no job can come.
+        drop(job_tx);
     });
     outcomes
 }

@@ -126,7 +126,12 @@ pub(crate) fn realize(
     g: &Global,
     a: &RealizeArgs,
 ) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
-    realize_in(&g.project()?, a)
+    let project = g.project()?;
+    let result = realize_in(&project, a);
+    // Freeing a large graph's recipes one allocation at a time costs more than what is left of
+    // a no-op realize; the process ends soon after, and the project holds no lock or temporary.
+    std::mem::forget(project);
+    result
 }
 
 /// [`realize`] in a project that is open already.
@@ -195,6 +200,8 @@ pub(crate) fn realize_in(
         }
         _ => code,
     };
+    // As for the project (see `realize`): the derivations are not freed one by one.
+    std::mem::forget(closure);
     Ok((code, paths))
 }
 

@@ -142,15 +142,32 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
         file: file.to_path_buf(),
         source: e,
     };
-    // Checked before opening: opening a fifo for reading blocks until a writer comes.
-    let file_type = fs_err::metadata(file).map_err(read_err)?.file_type();
-    if !file_type.is_file() {
-        return Err(RecipeError::NotAFile {
-            file: file.to_path_buf(),
-            kind: kind_of(file_type),
-        });
+    let not_a_file = |file_type| RecipeError::NotAFile {
+        file: file.to_path_buf(),
+        kind: kind_of(file_type),
+    };
+    // Non-blocking: opening a fifo for reading would block until a writer comes. Then one
+    // fstat says what was opened (a stat before the open would be a second lookup per file,
+    // and racy).
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let opened = fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file);
+    let mut f = match opened {
+        Ok(f) => f,
+        // A socket cannot be opened at all: say what it is rather than why open failed.
+        Err(e) => match fs_err::metadata(file) {
+            Ok(m) if !m.is_file() => return Err(not_a_file(m.file_type())),
+            _ => return Err(read_err(e)),
+        },
+    };
+    let meta = f.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(not_a_file(meta.file_type()));
     }
-    let bytes = fs_err::read(file).map_err(read_err)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
+    std::io::Read::read_to_end(&mut f, &mut bytes).map_err(read_err)?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
