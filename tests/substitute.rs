@@ -654,6 +654,20 @@ fn push_then_realize_substitutes_everything(backend: &Backend) {
         );
     }
     s.assert_store_sound(FRESH);
+    // Its log says where it came from, not a build's lines from another machine.
+    let log = std::fs::read_to_string(
+        s.store(FRESH)
+            .join(".pybake/logs")
+            .join(format!("{}.log", s.name("b"))),
+    )
+    .unwrap();
+    assert_eq!(
+        log,
+        format!(
+            "=== pybake: substituted from {}: built elsewhere, so its build log is not here\n",
+            cache.url
+        )
+    );
     // A second realize has everything.
     let again = s.realize_from(FRESH, &[&cache.url], &[]).ok();
     assert_eq!(statuses(&again.stdout), pairs(&[("b", "cached")]));

@@ -355,7 +355,7 @@ impl Substituters {
         reporter: &dyn Reporter,
     ) -> Result<Meta, SubstituteError> {
         let name = &c.info.store_name;
-        let _lock = store.lock(name)?;
+        let lock = store.lock(name)?;
         if store.is_valid(name) {
             return Ok(store.read_meta(name)?);
         }
@@ -371,6 +371,11 @@ impl Substituters {
                 meta.host = host.clone();
             }
             store.insert(&out, name, &meta)?;
+            // The lock is the output's log (see Store::lock): say where the output came from.
+            let _ = lock.write_log(&format!(
+                "=== pybake: substituted from {}: built elsewhere, so its build log is not here\n",
+                self.caches[c.cache].url()
+            ));
             Ok(meta)
         });
         if result.is_err() {

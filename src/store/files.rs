@@ -30,14 +30,18 @@ pub(super) fn create_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Opens the lock file `path` for writing, creating it (empty) if missing. Only its lock is
-/// used: nothing is ever written to it.
+/// Opens the lock file `path` for writing, creating it (empty, readable by everyone: an
+/// output's lock is its build log) if missing, never truncating it.
 pub(super) fn open_lock_file(path: &Path) -> io::Result<fs_err::File> {
-    fs_err::File::options()
+    let file = fs_err::File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != FILE_MODE {
+        file.set_permissions(Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
 }
 
 /// Creates (or truncates) `path` for writing, readable by everyone (0644) whatever the umask.

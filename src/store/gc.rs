@@ -232,6 +232,7 @@ impl Store {
                 });
             }
         }
+        // Lock files of earlier versions (an output's lock is now its log).
         let lock_name = |n: &str| StoreName::parse(n.strip_suffix(".lock")?).ok();
         for (name, path) in list_names(&self.internal("locks"), lock_name)? {
             if !live.contains(&name) || !self.path(&name).exists() {
@@ -327,6 +328,14 @@ impl Store {
             }
         }
         for g in plan.sources.iter().chain(&plan.other_files) {
+            // A log is also its output's lock: one someone holds (a `pybake shell` in a kept
+            // build directory) stays.
+            if g.path.extension().is_some_and(|e| e == "log") {
+                match File::open(&g.path) {
+                    Ok(f) if !orphans::try_lock(&f).unwrap_or(false) => continue,
+                    _ => {}
+                }
+            }
             match fs_err::remove_file(&g.path) {
                 Ok(()) => {
                     removed(g);

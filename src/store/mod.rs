@@ -7,7 +7,8 @@
 //! - `.pybake/logs/<store name>.log`: the build log (kept for failed builds as well).
 //! - `.pybake/sources/<64 hex>`: fetched and imported source files, named by their sha256.
 //! - `.pybake/tmp/`: build directories and downloads in progress (same filesystem, for rename).
-//! - `.pybake/locks/<store name>.lock`: one lock per output, held while it is built.
+//! - `.pybake/logs/<store name>.log` is also the output's lock (`flock`), held while it is
+//!   built.
 //! - `.pybake/gcroots/<project key>-<recipe>`: GC roots (`gc_roots.rs`).
 //! - `.pybake/gc.lock`: held shared by each realize, exclusively by gc (`gc.rs`).
 //! - `.pybake/drv/<store name>.json`: the inputs the output was built from (`records.rs`).
@@ -88,7 +89,17 @@ pub struct Store {
 
 /// Held while an output is built; dropping it releases the lock.
 pub struct OutputLock {
-    _file: File,
+    /// The output's build log (see `Store::lock_path`).
+    file: File,
+}
+
+impl OutputLock {
+    /// Replaces the output's build log with `text` (for an output that was not built here).
+    pub fn write_log(&self, text: &str) -> io::Result<()> {
+        use std::io::Write;
+        self.file.set_len(0)?;
+        (&self.file).write_all(text.as_bytes())
+    }
 }
 
 impl Store {
@@ -104,7 +115,7 @@ impl Store {
         files::create_dir(root).map_err(open_err)?;
         let root = fs_err::canonicalize(root).map_err(open_err)?;
         files::create_dir(&root.join(".pybake")).map_err(open_err)?;
-        for sub in ["meta", "logs", "sources", "tmp", "locks"]
+        for sub in ["meta", "logs", "sources", "tmp"]
             .into_iter()
             .chain(records::DIRS)
         {
@@ -154,8 +165,12 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|source| StoreError::BadMeta { path, source })
     }
 
+    /// The file whose `flock` is the output's lock: its build log. A build writes the log
+    /// anyway, so the lock costs no file of its own (a file created per output, and deleted
+    /// with it, showed in graphs of small builds); earlier versions locked
+    /// `.pybake/locks/<store name>.lock`, which `pybake gc` removes.
     fn lock_path(&self, name: &StoreName) -> PathBuf {
-        self.internal("locks").join(format!("{name}.lock"))
+        self.log_path(name)
     }
 
     /// Blocks until this process is the only one building `name`.
@@ -163,7 +178,7 @@ impl Store {
         let path = self.lock_path(name);
         let file = files::open_lock_file(&path).map_err(io_at(&path))?;
         file.lock().map_err(io_at(&path))?;
-        Ok(OutputLock { _file: file })
+        Ok(OutputLock { file })
     }
 
     /// A fresh temporary directory for building `name`, after removing any left behind by a

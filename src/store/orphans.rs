@@ -2,8 +2,9 @@
 //!
 //! Every temporary pybake makes in the store is covered by a lock (`flock`) that its user holds
 //! for as long as it uses it:
-//! - `.pybake/tmp/<store name>.XXXXXX/`, a build directory: the output lock
-//!   `.pybake/locks/<store name>.lock`, held for the whole build;
+//! - `.pybake/tmp/<store name>.XXXXXX/`, an output being substituted, or a build directory kept
+//!   by `--keep-failed`: the output lock (a `flock` on its build log
+//!   `.pybake/logs/<store name>.log`), held while it is used;
 //! - `.pybake/tmp/fetch-*`, `.pybake/tmp/import-*`, `.pybake/tmp/push-*` (downloads, imports and
 //!   archives being pushed) and
 //!   `.pybake/tmp/.tmp*` (metadata, a derivation record or a GC root being written,
