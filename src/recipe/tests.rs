@@ -194,5 +194,5 @@ fn texts_load_like_files() {
     let e = RecipeSet::from_texts(t.path(), bad)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("c.toml:3: invalid array"), "{e}");
+    assert!(e.contains("c.toml:2: unclosed array"), "{e}");
 }
