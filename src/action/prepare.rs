@@ -69,14 +69,9 @@ impl Prepared {
     /// A command that runs `argv` in `/build/work` with the step environment (nothing else of
     /// pybake's), in the sandbox when it is on. Stdio is the caller's to set.
     pub fn command(&self, argv: &[&str], terminal: Terminal) -> std::io::Result<Command> {
-        let mounts = Mounts {
-            build_dir: &self.dirs.build,
-            store_view: &self.dirs.store_view,
-            root: self.root.clone(),
-            etc_dir: &self.dirs.etc,
-            inputs: self.inputs.clone(),
-        };
-        let mut cmd = self.sandbox.command(&mounts, "work", argv, terminal)?;
+        let mut cmd = self
+            .sandbox
+            .command(&self.mounts(), "work", argv, terminal)?;
         cmd.env_clear().envs(&self.env);
         Ok(cmd)
     }
@@ -84,18 +79,21 @@ impl Prepared {
     /// A build step's command, with the staging its process must do first (see
     /// [`super::spawn`], which starts it).
     pub(super) fn step(&self, argv: &[&str]) -> std::io::Result<(Command, Option<Staging>)> {
-        let mounts = Mounts {
+        let (mut cmd, staging) =
+            self.sandbox
+                .command_and_staging(&self.mounts(), "work", argv, Terminal::Detached)?;
+        cmd.env_clear().envs(&self.env);
+        Ok((cmd, staging))
+    }
+
+    fn mounts(&self) -> Mounts<'_> {
+        Mounts {
             build_dir: &self.dirs.build,
             store_view: &self.dirs.store_view,
             root: self.root.clone(),
             etc_dir: &self.dirs.etc,
             inputs: self.inputs.clone(),
-        };
-        let (mut cmd, staging) =
-            self.sandbox
-                .command_and_staging(&mounts, "work", argv, Terminal::Detached)?;
-        cmd.env_clear().envs(&self.env);
-        Ok((cmd, staging))
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 
 use super::build_user::Staging;
+use super::supervise::close_all_but;
 
 /// Each stack (G's and S's): they run a few libc calls only.
 const STACK: usize = 256 * 1024;
@@ -165,24 +166,13 @@ impl Spawn {
             return Err(clone_err);
         }
         drop(err_wr);
-        let mut child = Child {
+        let child = Child {
             pid,
             status_rd: None,
             _stacks: None,
             status: None,
         };
-        let mut errno = [0u8; 4];
-        match read_full(&err_rd, &mut errno) {
-            Ok(4) => {
-                let _ = child.wait();
-                Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
-            }
-            Ok(_) => Ok(child),
-            Err(e) => {
-                child.kill();
-                Err(e)
-            }
-        }
+        child.once_execed(&err_rd)
     }
 
     /// Starts the step with `stdio` as its standard input, output and error, in a PID
@@ -223,29 +213,35 @@ impl Spawn {
             return Err(clone_err);
         }
         drop((status_wr, err_wr));
-        let mut child = Child {
+        let child = Child {
             pid,
             status_rd: Some(status_rd),
             _stacks: Some(stacks),
             status: None,
         };
-        // End of file once S has exec'd and G has closed its copy; an errno if exec failed.
-        let mut errno = [0u8; 4];
-        match read_full(&err_rd, &mut errno) {
-            Ok(4) => {
-                let _ = child.wait();
-                Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
-            }
-            Ok(_) => Ok(child),
-            Err(e) => {
-                child.kill();
-                Err(e)
-            }
-        }
+        // End of file once S has exec'd and G has closed its copy.
+        child.once_execed(&err_rd)
     }
 }
 
 impl Child {
+    /// The started child once its exec-error pipe `err_rd` reaches end of file (the step
+    /// exec'd), or the `errno` S reported there (it could not).
+    fn once_execed(mut self, err_rd: &OwnedFd) -> io::Result<Child> {
+        let mut errno = [0u8; 4];
+        match read_full(err_rd, &mut errno) {
+            Ok(4) => {
+                let _ = self.wait();
+                Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+            }
+            Ok(_) => Ok(self),
+            Err(e) => {
+                self.kill();
+                Err(e)
+            }
+        }
+    }
+
     pub fn id(&self) -> u32 {
         self.pid as u32
     }
@@ -502,23 +498,6 @@ extern "C" fn s_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(shared.program, shared.argv, shared.envp);
         fail(shared)
-    }
-}
-
-/// Closes every descriptor from 3 up but `keep`.
-unsafe fn close_all_but(keep: RawFd) {
-    const CLOSE_RANGE: libc::c_long = 436;
-    let all = libc::c_uint::MAX;
-    let k = keep as libc::c_uint;
-    let ok = (k <= 3 || libc::syscall(CLOSE_RANGE, 3 as libc::c_uint, k - 1, 0) == 0)
-        && libc::syscall(CLOSE_RANGE, k + 1, all, 0) == 0;
-    if !ok {
-        // Kernels before 5.9.
-        for fd in 3..4096 {
-            if fd != keep {
-                libc::close(fd);
-            }
-        }
     }
 }
 

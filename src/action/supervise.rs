@@ -132,7 +132,7 @@ unsafe fn wait_for(pid: libc::pid_t, reap_all: bool) -> libc::c_int {
 }
 
 /// Closes every descriptor from 3 up but `keep`.
-unsafe fn close_all_but(keep: libc::c_int) {
+pub(super) unsafe fn close_all_but(keep: libc::c_int) {
     const CLOSE_RANGE: libc::c_long = 436;
     let all = libc::c_uint::MAX;
     let k = keep as libc::c_uint;

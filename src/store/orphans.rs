@@ -96,14 +96,25 @@ impl Store {
 
     /// A fresh build directory for `pybake shell`, locked until dropped.
     pub fn shell_dir(&self) -> Result<ShellDir, StoreError> {
+        let (path, lock) = self.locked_temp_dir(SHELL_PREFIX)?;
+        Ok(ShellDir {
+            path,
+            _lock: lock,
+            keep: false,
+        })
+    }
+
+    /// A new directory `.pybake/tmp/<prefix>XXXXXX` and an exclusive lock on it, which tells
+    /// [`Store::remove_orphans`] it is in use. The caller removes it (`TempDir` could not
+    /// remove the read-only trees builds leave).
+    pub(super) fn locked_temp_dir(&self, prefix: &str) -> Result<(PathBuf, File), StoreError> {
         let tmp = self.tmp_dir();
         loop {
-            let dir = tempfile::Builder::new()
-                .prefix(SHELL_PREFIX)
+            let path = tempfile::Builder::new()
+                .prefix(prefix)
                 .tempdir_in(&tmp)
-                .map_err(io_at(&tmp))?;
-            // Removed by ShellDir, which can remove read-only trees; TempDir cannot.
-            let path = dir.keep();
+                .map_err(io_at(&tmp))?
+                .keep();
             let lock = match File::open(&path) {
                 Ok(f) => f,
                 // Taken for an orphan before we could lock it: start over under a new name.
@@ -112,11 +123,7 @@ impl Store {
             };
             lock.lock().map_err(io_at(&path))?;
             if names(&path, lock.file()).map_err(io_at(&path))? {
-                return Ok(ShellDir {
-                    path,
-                    _lock: lock,
-                    keep: false,
-                });
+                return Ok((path, lock));
             }
         }
     }

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err::File;
 
-use super::{io_at, remove_tree, Store, StoreError, StoreName};
-use crate::atomic::names;
+use super::{remove_tree, Store, StoreError, StoreName};
 
 /// Name prefix of build slots in `.pybake/tmp`.
 pub(super) const SLOT_PREFIX: &str = "slot-";
@@ -34,29 +33,13 @@ pub struct BuildSlot {
 impl Store {
     /// A new, empty build slot.
     pub fn build_slot(&self) -> Result<BuildSlot, StoreError> {
-        let tmp = self.tmp_dir();
-        loop {
-            let dir = tempfile::Builder::new()
-                .prefix(SLOT_PREFIX)
-                .tempdir_in(&tmp)
-                .map_err(io_at(&tmp))?;
-            let path = dir.keep();
-            let lock = match File::open(&path) {
-                Ok(f) => f,
-                // Taken for an orphan before we could lock it: start over under a new name.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_at(&path)(e)),
-            };
-            lock.lock().map_err(io_at(&path))?;
-            if names(&path, lock.file()).map_err(io_at(&path))? {
-                return Ok(BuildSlot {
-                    path,
-                    _lock: lock,
-                    made: Vec::new(),
-                    removed: false,
-                });
-            }
-        }
+        let (path, lock) = self.locked_temp_dir(SLOT_PREFIX)?;
+        Ok(BuildSlot {
+            path,
+            _lock: lock,
+            made: Vec::new(),
+            removed: false,
+        })
     }
 
     /// Removes the build directories of earlier builds of `name` that nobody uses: one kept by
