@@ -181,20 +181,14 @@ impl Store {
         Ok(OutputLock { file })
     }
 
-    /// A fresh temporary directory for building `name`, after removing any left behind by a
-    /// killed build of the same output. Call with the output's lock held.
+    /// A fresh temporary directory for `name` (an output being substituted), after removing
+    /// any left behind by a killed process for the same output. Call with the output's lock
+    /// held.
     pub fn fresh_tmp(&self, name: &StoreName) -> Result<tempfile::TempDir, StoreError> {
+        self.remove_build_dirs_of(name)?;
         let tmp = self.tmp_dir();
-        let prefix = format!("{name}.");
-        if let Ok(entries) = fs_err::read_dir(&tmp) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    remove_tree(&e.path())?;
-                }
-            }
-        }
         tempfile::Builder::new()
-            .prefix(&prefix)
+            .prefix(&format!("{name}."))
             .tempdir_in(&tmp)
             .map_err(io_at(&tmp))
     }

@@ -162,12 +162,11 @@ impl Store {
         Ok(true)
     }
 
-    /// Marks a build directory as kept for the user (`--keep-failed`), so that
-    /// [`Store::remove_orphans`] leaves it alone, and returns its path.
-    pub fn keep_tmp(&self, tmp: tempfile::TempDir) -> PathBuf {
+    /// Marks a directory as a build directory kept for the user, as [`Store::keep_slot`]
+    /// does (for tests of the sweep).
+    #[cfg(test)]
+    pub(crate) fn keep_tmp(&self, tmp: tempfile::TempDir) -> PathBuf {
         let path = tmp.keep();
-        // Without the marker the directory is only at risk of an early removal, which is no
-        // reason to fail the command that reports the build's own failure.
         let _ = fs_err::write(path.join(KEPT_MARKER), "kept by pybake --keep-failed\n");
         path
     }
