@@ -148,10 +148,20 @@ pub(super) unsafe fn close_all_but(keep: libc::c_int) {
     }
 }
 
-/// Ends this process as `status` says its child ended, with system calls only.
+/// Ends this process as `status` says its child ended, with system calls only (it also runs
+/// between fork and exec, see `in_pid_namespace`).
 unsafe fn exit_like(status: libc::c_int) -> ! {
     if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
+        die_by(libc::WTERMSIG(status));
+    }
+    libc::_exit(libc::WEXITSTATUS(status))
+}
+
+/// Dies by `sig` (without a core dump), so the parent sees what the step saw. System calls
+/// only.
+fn die_by(sig: libc::c_int) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
         let no_core = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -163,9 +173,9 @@ unsafe fn exit_like(status: libc::c_int) -> ! {
         libc::sigaddset(&mut set, sig);
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::kill(libc::getpid(), sig);
-        libc::_exit(128 + sig);
+        libc::kill(libc::getpid(), libc::SIGKILL);
+        libc::_exit(128 + sig)
     }
-    libc::_exit(libc::WEXITSTATUS(status))
 }
 
 /// The supervisor's main function: returns the exit code, or does not return when the step died
@@ -303,28 +313,6 @@ fn scan_proc_for_children(me: libc::pid_t) -> Vec<libc::pid_t> {
 }
 
 fn end_like(status: libc::c_int) -> ! {
-    if libc::WIFSIGNALED(status) {
-        die_by(libc::WTERMSIG(status));
-    }
-    std::process::exit(libc::WEXITSTATUS(status))
-}
-
-/// Dies by `sig` (without a core dump), so the parent sees what the step saw.
-fn die_by(sig: libc::c_int) -> ! {
-    // SAFETY: plain system calls on this process.
-    unsafe {
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-        libc::signal(sig, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::kill(libc::getpid(), sig);
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
-    std::process::exit(128 + sig)
+    // SAFETY: system calls only.
+    unsafe { exit_like(status) }
 }
