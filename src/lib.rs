@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod derivation;
+pub mod eval_cache;
 pub mod exit;
 pub mod explain;
 pub mod fetch;

@@ -13,6 +13,7 @@ use crate::cache::keys::{PublicKey, TrustedKeys};
 use crate::cache::substitute::{Candidate, Substituters};
 use crate::config::Config;
 use crate::derivation::{derive_all, Derivation};
+use crate::eval_cache;
 use crate::exit::Class;
 use crate::fetch::{self, FetchConfig, FetchError};
 use crate::graph::Graph;
@@ -102,12 +103,15 @@ pub struct Project {
     lockfile: Option<Lockfile>,
     fetch: FetchConfig,
     config: Config,
+    /// When loading began, for the evaluation cache.
+    started: eval_cache::Start,
 }
 
 impl Project {
     /// Loads and checks the recipes, opens the store and reads the lockfile. The download
     /// sizes the lockfile records cap downloads.
     pub fn open(settings: Settings) -> Result<Self, ProjectError> {
+        let started = eval_cache::Start::now();
         let set = RecipeSet::load(&settings.recipes)?;
         Graph::new(&set)?;
         let store = Store::open(&settings.store)?;
@@ -123,6 +127,7 @@ impl Project {
             lockfile,
             fetch,
             config: settings.config,
+            started,
         })
     }
 
@@ -427,7 +432,32 @@ impl<'p> Closure<'p> {
         if opts.gc_root {
             record_gc_roots(self, reporter);
         }
+        if realized.all_ok() {
+            self.remember_evaluation(reporter);
+        }
         Ok(realized)
+    }
+
+    /// Lets the next realize of the same targets skip evaluation while nothing it read
+    /// changes ([`eval_cache`]): remembers the targets' outputs, when all are valid.
+    fn remember_evaluation(&self, reporter: &dyn Reporter) {
+        let store = &self.project.store;
+        let outputs: Vec<eval_cache::Output> = self
+            .drvs
+            .iter()
+            .filter(|d| self.targets.contains(&d.recipe.name))
+            .map(|d| (d.recipe.name.clone(), d.store_name.clone()))
+            .collect();
+        if !outputs.iter().all(|(_, n)| store.is_valid(n)) {
+            return;
+        }
+        let set = &self.project.set;
+        let started = &self.project.started;
+        if let Err(e) = eval_cache::remember(store, set, &self.targets, &outputs, started) {
+            reporter.report(Event::Warning(&format!(
+                "cannot write the evaluation cache, so the next realize evaluates the recipes again: {e}"
+            )));
+        }
     }
 
     /// Substitutes what the targets need from the configured caches, before anything is
@@ -773,6 +803,73 @@ pub struct Planned<'c, 'p> {
     /// closure.
     pub derivation: Option<&'c Derivation<'p>>,
     pub state: PlanState,
+}
+
+/// A realize with nothing to do that skips evaluation: when the evaluation cache
+/// ([`eval_cache`]) remembers `targets` for these recipes, nothing they depend on changed and
+/// every output is valid, reports them cached (and records their GC roots with `gc_root`) as
+/// a realize would. Returns the outcomes and the targets' paths in the order requested, or
+/// `None`: then evaluate ([`Project::open`]) and realize as usual.
+pub fn realize_unchanged(
+    settings: &Settings,
+    targets: &[String],
+    gc_root: bool,
+    reporter: &dyn Reporter,
+) -> Result<Option<(Realized, Vec<PathBuf>)>, ProjectError> {
+    let started = eval_cache::Start::now();
+    let store = Store::open(&settings.store)?;
+    let Some(outputs) = eval_cache::lookup(&store, &settings.recipes, targets, &started) else {
+        return Ok(None);
+    };
+    // As in a realize: gc waits until the roots are recorded.
+    let _gc = store.lock_for_realize(|| {
+        reporter.report(Event::Note("waiting for a running `pybake gc` to finish"))
+    })?;
+    if !outputs.iter().all(|(_, n)| store.is_valid(n)) {
+        return Ok(None);
+    }
+    let by_recipe: BTreeMap<&str, &StoreName> =
+        outputs.iter().map(|(r, n)| (r.as_str(), n)).collect();
+    let Some(paths) = targets
+        .iter()
+        .map(|t| by_recipe.get(t.as_str()).map(|n| store.path(n)))
+        .collect::<Option<Vec<PathBuf>>>()
+    else {
+        return Ok(None);
+    };
+    reporter.report(Event::Note(
+        "the recipes are as they were at their last evaluation: not evaluated again",
+    ));
+    reporter.report(Event::Plan {
+        build: 0,
+        substitute: 0,
+        cached: outputs.len(),
+    });
+    if gc_root {
+        for (recipe, name) in &outputs {
+            if let Err(e) = store.add_gc_root(&settings.recipes, recipe, name) {
+                reporter.report(Event::Warning(&format!(
+                    "cannot record {name} as the GC root of `{recipe}`, so `pybake gc` may remove it: {e}"
+                )));
+            }
+        }
+    }
+    let outcomes = outputs
+        .into_iter()
+        .map(|(name, store_name)| Outcome {
+            path: store.path(&store_name),
+            name,
+            store_name,
+            status: Status::Cached,
+            seconds: 0.0,
+            error: None,
+        })
+        .collect();
+    let realized = Realized {
+        outcomes,
+        checks: Vec::new(),
+    };
+    Ok(Some((realized, paths)))
 }
 
 /// The requested store paths of a realize that exist, in the order requested.

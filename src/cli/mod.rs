@@ -96,7 +96,9 @@ impl Global {
 pub enum Command {
     /// Build NAME... and everything they need; print each requested store path on stdout.
     ///
-    /// Outputs already in the store are not built again. Progress goes to stderr.
+    /// Outputs already in the store are not built again. Progress goes to stderr. When no
+    /// recipe file changed since the last realize of the same NAMEs, the recipes are not even
+    /// read again (the evaluation cache, docs/store.md).
     Realize(realize::RealizeArgs),
     /// Show, in build order, what realizing NAME... would build, substitute and find cached.
     ///

@@ -6,7 +6,7 @@ use super::{default_parallelism, Global, EXIT_BUILD_FAILED};
 use crate::action::{BuildError, Check, SandboxMode};
 use crate::exit::Class;
 use crate::progress::{self, Status};
-use crate::project::{requested_paths, Project, RealizeOptions};
+use crate::project::{self, requested_paths, Project, RealizeOptions, Realized};
 
 #[derive(Debug, clap::Args)]
 pub struct RealizeArgs {
@@ -95,6 +95,18 @@ impl RealizeArgs {
 }
 
 impl RealizeArgs {
+    /// Whether the evaluation cache may answer (`crate::eval_cache`): not for what needs the
+    /// evaluated derivations (a check, explanations, the JSON summary's, the lockfile
+    /// comparison, an upload) or could fail without them (`-j 0` with nothing to substitute).
+    fn may_skip_evaluation(&self) -> bool {
+        !(self.check
+            || self.explain
+            || self.json
+            || self.locked
+            || self.push.push.is_some()
+            || self.jobs == Some(0))
+    }
+
     fn options(&self) -> RealizeOptions {
         RealizeOptions {
             jobs: self.jobs.unwrap_or_else(default_parallelism),
@@ -126,7 +138,17 @@ pub(crate) fn realize(
     g: &Global,
     a: &RealizeArgs,
 ) -> anyhow::Result<(i32, Vec<std::path::PathBuf>)> {
-    let project = g.project()?;
+    let settings = g.settings()?;
+    if a.may_skip_evaluation() {
+        let reporter = progress::for_stderr();
+        if let Some((realized, paths)) =
+            project::realize_unchanged(&settings, &a.names, !a.no_root, &*reporter)?
+        {
+            print_summary(&realized);
+            return Ok((0, paths));
+        }
+    }
+    let project = Project::open(settings)?;
     let result = realize_in(&project, a);
     // Freeing a large graph's recipes one allocation at a time costs more than what is left of
     // a no-op realize; the process ends soon after, and the project holds no lock or temporary.
@@ -171,14 +193,7 @@ pub(crate) fn realize_in(
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     }
-    let rows: Vec<(&str, Status, f64)> = realized
-        .outcomes
-        .iter()
-        .map(|o| (o.name.as_str(), o.status, o.seconds))
-        .collect();
-    for line in progress::summary(&rows) {
-        say!("pybake: {line}");
-    }
+    print_summary(&realized);
     let paths = requested_paths(&closure, &realized);
     let code = if !realized.all_ok() {
         // The most telling cause among the failures: the user's, then the environment's, then
@@ -203,6 +218,17 @@ pub(crate) fn realize_in(
     // As for the project (see `realize`): the derivations are not freed one by one.
     std::mem::forget(closure);
     Ok((code, paths))
+}
+
+fn print_summary(realized: &Realized) {
+    let rows: Vec<(&str, Status, f64)> = realized
+        .outcomes
+        .iter()
+        .map(|o| (o.name.as_str(), o.status, o.seconds))
+        .collect();
+    for line in progress::summary(&rows) {
+        say!("pybake: {line}");
+    }
 }
 
 /// `--check`: reports each comparison on stderr; 1 if any differs or could not be rebuilt.

@@ -17,12 +17,14 @@
 mod error;
 mod raw;
 mod resolved;
+mod stamp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use error::{line_of, snippet, suggestion, Location, RecipeError};
 pub use resolved::{url_file_name, Dep, Origin, Recipe, Requirement, Source, RESERVED_ENV};
+pub use stamp::{FileStamp, ReadFiles};
 
 use crate::store::MAX_NAME_VERSION_LEN;
 use raw::{RawRecipe, RawSource};
@@ -32,12 +34,16 @@ use raw::{RawRecipe, RawSource};
 pub struct RecipeSet {
     pub dir: PathBuf,
     pub recipes: BTreeMap<String, Recipe>,
+    /// What the directory and each file were when read (`None` for [`RecipeSet::from_texts`]).
+    pub read: Option<ReadFiles>,
 }
 
 struct Parsed {
     raw: RawRecipe,
     file: PathBuf,
     text: String,
+    /// The file as opened, before its bytes were read (`None` for a text not from a file).
+    stamp: Option<FileStamp>,
     /// Where each line of `text` starts, once a location is asked for.
     lines: std::sync::OnceLock<Vec<usize>>,
 }
@@ -61,6 +67,8 @@ impl RecipeSet {
             dir: dir.to_path_buf(),
             source: e,
         };
+        // Stamped before listing: an entry added after this changes what the stamp records.
+        let dir_stamp = FileStamp::of(&fs_err::metadata(dir).map_err(read_dir)?);
         let mut files: Vec<PathBuf> = fs_err::read_dir(dir)
             .map_err(read_dir)?
             .map(|e| e.map(|e| e.path()))
@@ -74,7 +82,11 @@ impl RecipeSet {
         use rayon::prelude::*;
         let all: Vec<Result<Parsed, RecipeError>> =
             files.par_iter().map(|f| parse_file(f)).collect();
-        Self::resolve_all(dir, all)
+        let mut set = Self::resolve_all(dir, all)?;
+        if let Some(read) = &mut set.read {
+            read.dir = Some(dir_stamp);
+        }
+        Ok(set)
     }
 
     /// What [`Self::load`] does once it has read the files: parses and validates recipes given
@@ -108,6 +120,11 @@ impl RecipeSet {
             parsed.insert(name, p);
         }
 
+        let files = parsed
+            .values()
+            .map(|p| Some((p.file.clone(), p.stamp?)))
+            .collect::<Option<Vec<_>>>()
+            .map(|files| ReadFiles { dir: None, files });
         let mut recipes = BTreeMap::new();
         for name in parsed.keys() {
             let recipe = resolve(
@@ -123,6 +140,7 @@ impl RecipeSet {
         Ok(RecipeSet {
             dir: dir.to_path_buf(),
             recipes,
+            read: files,
         })
     }
 
@@ -166,6 +184,7 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
     if !meta.is_file() {
         return Err(not_a_file(meta.file_type()));
     }
+    let stamp = FileStamp::of(&meta);
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
     std::io::Read::read_to_end(&mut f, &mut bytes).map_err(read_err)?;
     let text = match String::from_utf8(bytes) {
@@ -180,7 +199,9 @@ fn parse_file(file: &Path) -> Result<Parsed, RecipeError> {
             });
         }
     };
-    parse_text(file.to_path_buf(), text)
+    let mut parsed = parse_text(file.to_path_buf(), text)?;
+    parsed.stamp = Some(stamp);
+    Ok(parsed)
 }
 
 fn parse_text(file: PathBuf, text: String) -> Result<Parsed, RecipeError> {
@@ -195,6 +216,7 @@ fn parse_text(file: PathBuf, text: String) -> Result<Parsed, RecipeError> {
         raw,
         file,
         text,
+        stamp: None,
         lines: Default::default(),
     })
 }

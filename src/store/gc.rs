@@ -354,6 +354,13 @@ impl Store {
         if let Err(e) = self.compact_built_log() {
             report.errors.push(e);
         }
+        // Entries name outputs that may be gone now; each is cheap to make again.
+        let evals = self.evals_dir();
+        match fs_err::remove_dir_all(&evals) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => report.errors.push(io_at(&evals)(e)),
+        }
         let sweep = self.remove_orphans_thoroughly();
         report.temporaries = sweep.removed.len();
         report.errors.extend(sweep.errors);

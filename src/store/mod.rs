@@ -13,6 +13,7 @@
 //! - `.pybake/gc.lock`: held shared by each realize, exclusively by gc (`gc.rs`).
 //! - `.pybake/drv/<store name>.json`: the inputs the output was built from (`records.rs`).
 //! - `.pybake/built.log`: a line per output inserted, `<recipe> <store name>` (`records.rs`).
+//! - `.pybake/evals/<key>`: evaluation cache entries (`crate::eval_cache`); gc removes them.
 //!
 //! Invariants: nothing is written under an output or source name except by `rename` of a
 //! completed temporary; metadata is renamed into place before its output, so an output without
@@ -138,6 +139,11 @@ impl Store {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.internal("tmp")
+    }
+
+    /// The evaluation cache's entries (`crate::eval_cache`), made by the first one written.
+    pub fn evals_dir(&self) -> PathBuf {
+        self.internal("evals")
     }
 
     pub fn path(&self, name: &StoreName) -> PathBuf {
