@@ -93,6 +93,17 @@ def main():
             verdict(ratio(p, m) <= goal),
         ))
 
+    p, m = R("scratch-pybake-rm"), R("scratch-make-rm")
+    if p and m:
+        rows.append((
+            "1000 from scratch, no sandbox, rm -rf first",
+            fmt(p),
+            f"make -j2 {fmt(m)}",
+            f"{ratio(p, m):.2f}x make",
+            "(info)",
+            "-",
+        ))
+
     p, x = R("hash-pybake"), R("hash-nix")
     if p and x:
         rows.append((

@@ -11,7 +11,7 @@
 //! order, `description`, or whether the recipe was written out in full or through `extends`.
 //!
 //! What is hashed is a [`DrvRecord`]: the same record is kept in the store for every built output
-//! (`.pybake/drv/<store name>.json`) so that `pybake explain` can name the input that changed.
+//! (in its metadata, `inputs`) so that `pybake explain` can name the input that changed.
 //! The hash is computed from the record and nothing else, so the two cannot disagree.
 //!
 //! v2 (from v1): the root or host identity, and the file name a source that is not unpacked is
@@ -98,7 +98,7 @@ pub struct DepInput {
 }
 
 /// Everything a derivation hash covers, field by field: the derivation's inputs. The store keeps
-/// one per built output as `.pybake/drv/<store name>.json` (docs/store.md), as Nix keeps `.drv`
+/// one per built output in its metadata (`inputs`, docs/store.md), as Nix keeps `.drv`
 /// files, so that `pybake explain` can say which input changed. [`DrvRecord::drv_hash`] hashes
 /// exactly this record, so what is recorded and what is hashed cannot drift apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +252,15 @@ impl DrvRecord {
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// The record as a JSON value, as the store's metadata keeps it.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a record always serialises")
+    }
+
+    pub fn from_value(v: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(v)
     }
 }
 

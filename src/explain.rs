@@ -1,7 +1,7 @@
 //! Why a recipe's current derivation is not the one built last time (`pybake explain`,
 //! `realize --explain`), down to the input that changed.
 //!
-//! The store keeps each inserted output's [`DrvRecord`] (`.pybake/drv/<store name>.json`) and,
+//! The store keeps each inserted output's [`DrvRecord`] (in its metadata, `inputs`) and,
 //! per recipe, the store name inserted last (the last line for it in `.pybake/built.log`). The explanation compares
 //! the last build's record with the current one, input by input ([`diff`], a pure function over
 //! two records and a lookup of other records by store name). A dependency (or the root) whose
@@ -21,19 +21,23 @@ const MAX_DEPTH: usize = 64;
 /// How many of a dependency's own changes its one line names.
 const SHOWN_PER_LINE: usize = 3;
 
-/// Records that `drv`'s output is in the store: its inputs (`.pybake/drv/<store name>.json`) and
-/// that it is now the last build of its recipe (a line in `.pybake/built.log`). Call it whenever an
-/// output is inserted, built or substituted.
+/// Records that `drv`'s output, just inserted with its record in its metadata (`inputs`), is
+/// now the last build of its recipe (a line in `.pybake/built.log`). Call it whenever an output
+/// is inserted, built or substituted.
 pub fn remember(store: &Store, drv: &Derivation) -> Result<(), StoreError> {
-    store.write_drv(&drv.store_name, &drv.record.to_json())?;
     store.set_last_built(&drv.recipe.name, &drv.store_name)
 }
 
 /// The record of output `name` in the store, if there is one that matches its name: a record
-/// that does not parse, or whose hash is not the one its name says, counts as none.
+/// that does not parse, or whose hash is not the one its name says, counts as none. Outputs
+/// built by pybake 0.x before records moved into the metadata have theirs in
+/// `.pybake/drv/<store name>.json`.
 pub fn recorded(store: &Store, name: &StoreName) -> Option<DrvRecord> {
-    let bytes = store.read_drv(name).ok()??;
-    let record = DrvRecord::from_json(&bytes).ok()?;
+    let in_meta = store.read_meta(name).ok().and_then(|m| m.inputs);
+    let record = match in_meta {
+        Some(v) => DrvRecord::from_value(v).ok()?,
+        None => DrvRecord::from_json(&store.read_drv(name).ok()??).ok()?,
+    };
     let named = StoreName::new(&record.drv_hash(), &record.name, &record.version);
     (named == *name).then_some(record)
 }

@@ -699,10 +699,15 @@ impl<'p> Closure<'p> {
                             .iter()
                             .map(|(n, c)| {
                                 let label = name_of(n);
+                                let inputs = self
+                                    .drvs
+                                    .iter()
+                                    .find(|d| d.store_name == **n)
+                                    .map(|d| d.record.to_value());
                                 scope.spawn(move || {
                                     reporter.report(Event::Substituting { name: &label });
                                     let t = std::time::Instant::now();
-                                    let r = subs.fetch(store, c, reporter);
+                                    let r = subs.fetch(store, c, inputs, reporter);
                                     let secs = t.elapsed().as_secs_f64();
                                     let status = if r.is_ok() {
                                         Status::Substituted

@@ -39,9 +39,11 @@ fn never_built_then_up_to_date() {
         format!("hello: up to date ({name} is in the store)\n"),
         "{out}"
     );
-    // What the store keeps: the record of the inputs and the last build per recipe.
-    let record = p.store().join(".pybake/drv").join(format!("{name}.json"));
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    // What the store keeps: the record of the inputs (in the metadata) and the last build per
+    // recipe.
+    let record = p.store().join(".pybake/meta").join(format!("{name}.json"));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let json = &meta["inputs"];
     assert_eq!(json["scheme"], "pybake-drv-v2", "{json}");
     assert_eq!(json["name"], "hello", "{json}");
     assert!(
@@ -75,6 +77,35 @@ fn a_changed_step_is_named_with_its_old_and_new_text() {
         r#"steps[1] changed: "echo one > $out/x" -> "echo two > $out/x""#,
     );
     assert_eq!(out.lines().count(), 2, "one change: {out}");
+}
+
+#[test]
+fn a_record_an_older_pybake_wrote_beside_the_metadata_is_read_and_collected() {
+    let p = Project::new();
+    p.recipe("a", &one("a", &["mkdir -p $out", "echo one > $out/x"], ""));
+    let path = p.run(&["realize", "--no-root", "a"]).ok().line();
+    let name = path.rsplit('/').next().unwrap().to_string();
+    // As versions before records moved into the metadata left it.
+    let meta_path = p.store().join(".pybake/meta").join(format!("{name}.json"));
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let record = meta.as_object_mut().unwrap().remove("inputs").unwrap();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let drv_dir = p.store().join(".pybake/drv");
+    std::fs::create_dir_all(&drv_dir).unwrap();
+    let legacy = drv_dir.join(format!("{name}.json"));
+    std::fs::write(&legacy, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    p.recipe("a", &one("a", &["mkdir -p $out", "echo two > $out/x"], ""));
+    let out = explain(&p, "a");
+    line_with(
+        &out,
+        r#"steps[1] changed: "echo one > $out/x" -> "echo two > $out/x""#,
+    );
+    // Not a root: gc removes the output, and its record with it.
+    p.run(&["gc"]).ok();
+    assert!(!std::path::Path::new(&path).exists());
+    assert!(!legacy.exists(), "gc left {legacy:?}");
 }
 
 #[test]

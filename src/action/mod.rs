@@ -306,6 +306,8 @@ impl Builder<'_> {
             references::blank_out(&built, &blank).map_err(io(&built))?;
             let mut meta = self.describe(job, &built, &build_dir, &store_view)?;
             meta.build_seconds = started.elapsed().as_secs_f64();
+            // What it was built from, for `pybake explain`.
+            meta.inputs = Some(job.drv.record.to_value());
             if then == Then::Compare {
                 let stored = self.store.path(name);
                 let differences =
@@ -320,10 +322,11 @@ impl Builder<'_> {
                 }));
             }
             self.store.insert(&built, name, &meta)?;
-            // What it was built from, for `pybake explain`; the output is valid without it.
+            // The last build of its recipe, for `pybake explain`; the output is valid without it.
             if let Err(e) = crate::explain::remember(self.store, job.drv) {
                 self.reporter.report(Event::Warning(&format!(
-                    "cannot record what {name} was built from: {e}"
+                    "cannot record {name} as the last build of `{}`: {e}",
+                    recipe.name
                 )));
             }
             Ok(Built::Inserted(meta))

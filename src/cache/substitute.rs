@@ -346,12 +346,14 @@ impl Substituters {
         false
     }
 
-    /// Downloads, verifies and stores one output from the cache of `c`. The caller holds no
-    /// lock; this takes the output's lock, so concurrent realizes substitute it once.
+    /// Downloads, verifies and stores one output from the cache of `c`, with `inputs` (its
+    /// derivation record, when it is a derivation of the closure) in its metadata. The caller
+    /// holds no lock; this takes the output's lock, so concurrent realizes substitute it once.
     pub fn fetch(
         &self,
         store: &Store,
         c: &Candidate,
+        inputs: Option<serde_json::Value>,
         reporter: &dyn Reporter,
     ) -> Result<Meta, SubstituteError> {
         let name = &c.info.store_name;
@@ -370,6 +372,7 @@ impl Substituters {
                 meta.host_build = true;
                 meta.host = host.clone();
             }
+            meta.inputs = inputs;
             store.insert(&out, name, &meta)?;
             // The lock is the output's log (see Store::lock): say where the output came from.
             let _ = lock.write_log(&format!(

@@ -291,12 +291,13 @@ impl Store {
         Ok((live, sources))
     }
 
-    /// Metadata and logs of an output.
-    fn files_of(&self, name: &StoreName) -> [PathBuf; 3] {
+    /// Metadata and logs of an output (and the derivation record older versions wrote
+    /// beside the metadata).
+    fn files_of(&self, name: &StoreName) -> [PathBuf; 4] {
         let log = self.log_path(name);
         let mut check = log.clone().into_os_string();
         check.push(".check");
-        [self.meta_path(name), log, check.into()]
+        [self.meta_path(name), log, check.into(), self.drv_path(name)]
     }
 
     /// Removes what `plan` lists (made by [`Store::plan_gc`] under the same guard), then the

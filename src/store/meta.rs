@@ -45,6 +45,11 @@ pub struct Meta {
     /// Wall time of the build.
     #[serde(default)]
     pub build_seconds: f64,
+    /// The derivation record it was built from (a `crate::derivation::DrvRecord`, docs/store.md
+    /// "Derivation records"), for `pybake explain`; the store does not interpret it. Kept in
+    /// the metadata rather than a file of its own: one file fewer per build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<serde_json::Value>,
 }
 
 impl Meta {
@@ -63,6 +68,7 @@ impl Meta {
             host_build: false,
             host: String::new(),
             build_seconds: 0.0,
+            inputs: None,
         }
     }
 

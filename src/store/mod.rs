@@ -11,7 +11,9 @@
 //!   built.
 //! - `.pybake/gcroots/<project key>-<recipe>`: GC roots (`gc_roots.rs`).
 //! - `.pybake/gc.lock`: held shared by each realize, exclusively by gc (`gc.rs`).
-//! - `.pybake/drv/<store name>.json`: the inputs the output was built from (`records.rs`).
+//! - `.pybake/drv/<store name>.json`: the inputs an output was built from, as versions before
+//!   they moved into the metadata (`inputs`) wrote them; read by `explain`, removed by gc with
+//!   their output (`records.rs`).
 //! - `.pybake/built.log`: a line per output inserted, `<recipe> <store name>` (`records.rs`).
 //! - `.pybake/evals/<key>`: evaluation cache entries (`crate::eval_cache`); gc removes them.
 //!
@@ -116,10 +118,7 @@ impl Store {
         files::create_dir(root).map_err(open_err)?;
         let root = fs_err::canonicalize(root).map_err(open_err)?;
         files::create_dir(&root.join(".pybake")).map_err(open_err)?;
-        for sub in ["meta", "logs", "sources", "tmp"]
-            .into_iter()
-            .chain(records::DIRS)
-        {
+        for sub in ["meta", "logs", "sources", "tmp"] {
             files::create_dir(&root.join(".pybake").join(sub)).map_err(open_err)?;
         }
         Ok(Store { root })

@@ -324,6 +324,8 @@ mod tests {
         let live_meta = locked_temp_file(&meta, TEMP_PREFIX).unwrap();
         let other = tmp.join("something-else");
         std::fs::write(&other, "").unwrap();
+        // Where versions before records moved into the metadata wrote them.
+        std::fs::create_dir_all(store.internal("drv")).unwrap();
         let stale_drv = store.internal("drv").join(".tmpdead01");
         std::fs::write(&stale_drv, "{").unwrap();
         let stale_atomic = tmp.join(".tmpdead02");

@@ -1,7 +1,7 @@
-//! What the store remembers of builds besides their outputs (docs/store.md):
-//! - `.pybake/drv/<store name>.json`: the inputs of each output inserted, as hashed (a
-//!   `crate::derivation::DrvRecord`, kept here as bytes: the store does not interpret it),
-//!   written once with [`Store::write_internal`] (mode 0644): a reader sees the whole file or none;
+//! What the store remembers of builds besides their outputs and metadata (docs/store.md):
+//! - `.pybake/drv/<store name>.json`: the inputs of an output, as hashed (a
+//!   `crate::derivation::DrvRecord`, kept here as bytes: the store does not interpret it), as
+//!   versions before records moved into the metadata (`Meta::inputs`) wrote them: read only;
 //! - `.pybake/built.log`: one line `<recipe name> <store name>` appended per output inserted,
 //!   so the last line naming a recipe says what was built last for it. An append is one
 //!   `write` on a file opened `O_APPEND`: no temporary, no rename and no new file per build,
@@ -18,29 +18,16 @@ use std::path::PathBuf;
 
 use super::{io_at, Store, StoreError, StoreName};
 
-/// Directories under `.pybake` that hold these records.
-pub(super) const DIRS: [&str; 1] = ["drv"];
 /// The journal of inserted outputs, under `.pybake`.
 const BUILT_LOG: &str = "built.log";
 
 impl Store {
-    /// Where the inputs of output `name` are recorded.
+    /// Where older versions recorded the inputs of output `name`.
     pub fn drv_path(&self, name: &StoreName) -> PathBuf {
         self.internal("drv").join(format!("{name}.json"))
     }
 
-    /// Records the inputs of output `name` (the JSON of its derivation record). A record is
-    /// named by the hash of what it holds, so one already there (and not left empty by a power
-    /// loss) is kept.
-    pub fn write_drv(&self, name: &StoreName, json: &[u8]) -> Result<(), StoreError> {
-        let path = self.drv_path(name);
-        if fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0) {
-            return Ok(());
-        }
-        self.write_internal(&path, json)
-    }
-
-    /// The recorded inputs of output `name`, if any.
+    /// The inputs of output `name` recorded in a file of their own by an older version, if any.
     pub fn read_drv(&self, name: &StoreName) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.drv_path(name);
         match fs_err::read(&path) {
@@ -143,7 +130,8 @@ mod tests {
         let other = StoreName::new(&DrvHash::of(b"y"), "other", "1");
         assert_eq!(store.read_drv(&name).unwrap(), None);
         assert_eq!(store.last_built("hello").unwrap(), None);
-        store.write_drv(&name, b"{}\n").unwrap();
+        std::fs::create_dir_all(store.drv_path(&name).parent().unwrap()).unwrap();
+        std::fs::write(store.drv_path(&name), b"{}\n").unwrap();
         store.set_last_built("hello", &name).unwrap();
         assert_eq!(store.read_drv(&name).unwrap().unwrap(), b"{}\n");
         assert_eq!(store.last_built("hello").unwrap(), Some(name.clone()));
@@ -171,19 +159,5 @@ mod tests {
             store.last_built("bad"),
             Err(StoreError::BadLast { .. })
         ));
-    }
-
-    #[test]
-    fn a_drv_record_is_written_once() {
-        let t = tempfile::tempdir().unwrap();
-        let store = Store::open(t.path()).unwrap();
-        let name = StoreName::new(&DrvHash::of(b"x"), "hello", "1.0");
-        store.write_drv(&name, b"first\n").unwrap();
-        store.write_drv(&name, b"second\n").unwrap();
-        assert_eq!(store.read_drv(&name).unwrap().unwrap(), b"first\n");
-        // Left empty by a power loss: written again.
-        std::fs::write(store.drv_path(&name), "").unwrap();
-        store.write_drv(&name, b"third\n").unwrap();
-        assert_eq!(store.read_drv(&name).unwrap().unwrap(), b"third\n");
     }
 }
