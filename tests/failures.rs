@@ -408,11 +408,22 @@ fn a_step_killed_by_a_signal_is_reported_as_such() {
         let r = Run::from(c.output().unwrap());
         assert_eq!(r.code, 1, "{supervisor:?}: {}", r.stderr);
         assert!(
-            r.stderr.contains("failed with signal 9"),
+            r.stderr.contains("failed with signal 9, SIGKILL"),
             "{supervisor:?}: {}",
             r.stderr
         );
     }
+    // bubblewrap, like a shell, reports a killed process as 128 + the signal: named too.
+    assert!(bwrap_works(), "bubblewrap must work on this machine");
+    let r = p.run(&["realize", "--sandbox", "on", "selfkill"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "exit code 137 (128 + 9: a process of the step was killed by signal 9, SIGKILL"
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -585,9 +585,39 @@ impl ExitWatch {
 fn describe_status(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
+        // How a shell reports a command a signal killed, and bubblewrap a step: say which
+        // signal, since "exit code 137" alone hides an OOM kill.
+        (Some(code), _) if (129..=128 + 64).contains(&code) => {
+            let sig = code - 128;
+            format!(
+                "exit code {code} (128 + {sig}: a process of the step was killed by signal {sig}{})",
+                signal_name(sig)
+            )
+        }
         (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("signal {sig}"),
+        (None, Some(sig)) => format!("signal {sig}{}", signal_name(sig)),
         _ => status.to_string(),
+    }
+}
+
+/// `, SIGKILL` for the signals a failed build usually meets; empty for others.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => ", SIGHUP",
+        libc::SIGINT => ", SIGINT",
+        libc::SIGQUIT => ", SIGQUIT",
+        libc::SIGILL => ", SIGILL",
+        libc::SIGABRT => ", SIGABRT",
+        libc::SIGBUS => ", SIGBUS",
+        libc::SIGFPE => ", SIGFPE",
+        libc::SIGKILL => ", SIGKILL: the kernel's OOM killer sends it when memory runs out",
+        libc::SIGSEGV => ", SIGSEGV",
+        libc::SIGPIPE => ", SIGPIPE",
+        libc::SIGALRM => ", SIGALRM",
+        libc::SIGTERM => ", SIGTERM",
+        libc::SIGXCPU => ", SIGXCPU",
+        libc::SIGXFSZ => ", SIGXFSZ",
+        _ => "",
     }
 }
 
