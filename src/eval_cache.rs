@@ -91,7 +91,9 @@ pub fn lookup(
         return None;
     }
     let mut outputs = Vec::new();
-    let mut saw_exe = false;
+    // Each of these must be there (an entry cut short by a crash is a miss): the outputs come
+    // last, so one that has any has every stamp before them.
+    let (mut saw_exe, mut saw_host, mut saw_dir) = (false, false, false);
     for line in lines {
         let (kind, rest) = line.split_once(' ')?;
         match kind {
@@ -101,9 +103,14 @@ pub fn lookup(
                     return None;
                 }
             }
-            "host" if rest != host_identity() => return None,
-            "host" => {}
+            "host" => {
+                saw_host = true;
+                if rest != host_identity() {
+                    return None;
+                }
+            }
             "dir" => {
+                saw_dir = true;
                 let now = FileStamp::of(&fs_err::metadata(recipes).ok()?);
                 if rest.parse::<FileStamp>().ok()? != now {
                     return None;
@@ -123,7 +130,7 @@ pub fn lookup(
             _ => return None,
         }
     }
-    (saw_exe && !outputs.is_empty()).then_some(outputs)
+    (saw_exe && saw_host && saw_dir && !outputs.is_empty()).then_some(outputs)
 }
 
 /// `<6 stamp fields> <file name>`.
@@ -201,7 +208,77 @@ pub fn remember(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
+    use crate::hash::DrvHash;
+
+    /// A start as if evaluation began long after the files were written (they are fresh, so
+    /// a real start would find them racy).
+    fn later() -> Start {
+        let mut s = Start::now();
+        s.at_ns += 10 * RACY_NS;
+        s
+    }
+
+    #[test]
+    fn an_entry_answers_until_a_stamp_changes_and_a_cut_entry_never() {
+        let t = tempfile::tempdir().unwrap();
+        let recipes = t.path().join("recipes");
+        std::fs::create_dir(&recipes).unwrap();
+        let a = recipes.join("a.toml");
+        std::fs::write(&a, "name = \"a\"\nversion = \"1\"\n").unwrap();
+        let store = Store::open(&t.path().join("store")).unwrap();
+        let set = RecipeSet::load(&recipes).unwrap();
+        let targets = vec!["a".to_string()];
+        let outputs = vec![(
+            "a".to_string(),
+            StoreName::new(&DrvHash::of(b"a"), "a", "1"),
+        )];
+        let start = later();
+
+        // Files changed within the racy window are never remembered.
+        assert_eq!(
+            remember(&store, &set, &targets, &outputs, &Start::now()).unwrap(),
+            Err(NotRemembered::Racy)
+        );
+        assert_eq!(
+            remember(&store, &set, &targets, &outputs, &start).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            lookup(&store, &recipes, &targets, &start),
+            Some(outputs.clone())
+        );
+        let other = vec!["b".to_string()];
+        assert_eq!(
+            lookup(&store, &recipes, &other, &start),
+            None,
+            "other targets"
+        );
+
+        let entry = store.evals_dir().join(entry_key(&recipes, &targets));
+        let text = std::fs::read_to_string(&entry).unwrap();
+        for kind in ["exe ", "host ", "dir "] {
+            let cut: String = text
+                .lines()
+                .filter(|l| !l.starts_with(kind))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&entry, cut).unwrap();
+            assert_eq!(
+                lookup(&store, &recipes, &targets, &start),
+                None,
+                "without {kind:?}"
+            );
+        }
+        std::fs::write(&entry, &text).unwrap();
+        assert!(lookup(&store, &recipes, &targets, &start).is_some());
+
+        // (An edit within the same clock tick that keeps the size is what the racy window is
+        // for; this one changes the size.)
+        std::fs::write(&a, "name = \"a\"\nversion = \"10\"\n").unwrap();
+        assert_eq!(lookup(&store, &recipes, &targets, &start), None, "edited");
+    }
 
     #[test]
     fn a_stamp_and_a_name_with_spaces_split() {
