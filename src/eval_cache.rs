@@ -278,6 +278,18 @@ mod tests {
         // for; this one changes the size.)
         std::fs::write(&a, "name = \"a\"\nversion = \"10\"\n").unwrap();
         assert_eq!(lookup(&store, &recipes, &targets, &start), None, "edited");
+
+        // A file name that would make a line of its own in the entry is not remembered.
+        std::fs::write(
+            recipes.join("b\nout a x.toml"),
+            "name = \"b\"\nversion = \"1\"\n",
+        )
+        .unwrap();
+        let set = RecipeSet::load(&recipes).unwrap();
+        assert_eq!(
+            remember(&store, &set, &targets, &outputs, &start).unwrap(),
+            Err(NotRemembered::Unknown)
+        );
     }
 
     #[test]

@@ -66,18 +66,18 @@ impl super::Store {
     /// [`write_atomic`] for a file of the store's own (metadata, records, GC roots), with the
     /// temporary in `.pybake/tmp`: a realize then looks for leftovers there only, not in
     /// directories with an entry per output.
-    /// Writes the evaluation cache entry `key` (see `crate::eval_cache`).
-    pub(crate) fn write_eval_entry(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let dir = self.evals_dir();
-        create_dir(&dir).map_err(io_at(&dir))?;
-        self.write_internal(&dir.join(key), bytes)
-    }
-
     pub(crate) fn write_internal(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.tmp_dir();
         let mut file = atomic::locked_temp_file(&tmp, atomic::TEMP_PREFIX).map_err(io_at(&tmp))?;
         std::io::Write::write_all(&mut file, bytes).map_err(io_at(&tmp))?;
         atomic::commit(file, path, Publish::READABLE).map_err(io_at(path))
+    }
+
+    /// Writes the evaluation cache entry `key` (see `crate::eval_cache`).
+    pub(crate) fn write_eval_entry(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = self.evals_dir();
+        create_dir(&dir).map_err(io_at(&dir))?;
+        self.write_internal(&dir.join(key), bytes)
     }
 }
 
