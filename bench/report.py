@@ -75,13 +75,14 @@ def main():
 
     m, x, b = R("scratch-make"), R("scratch-nix"), R("scratch-bwrap-alone")
     for key, what, goal in (("scratch-pybake", "1000 from scratch, -j2, no sandbox", 1.5),
-                            ("scratch-pybake-bwrap", "1000 from scratch, -j2, bwrap", 3.0)):
+                            ("scratch-pybake-sandbox", "1000 from scratch, -j2, sandbox", 3.0),
+                            ("scratch-pybake-bwrap", "1000 from scratch, -j2, bwrap", None)):
         p = R(key)
         if not (p and m and x):
             continue
         bases = f"make -j2 {fmt(m)}; nix -j2 {fmt(x)}"
         ratios = f"{ratio(p, m):.2f}x make; {ratio(p, x):.2f}x nix"
-        if key == "scratch-pybake-bwrap" and b:
+        if key != "scratch-pybake" and b:
             bases += f"; bwrap alone {fmt(b)}"
             ratios += f"; {ratio(p, b):.2f}x bwrap alone"
         rows.append((
@@ -89,8 +90,8 @@ def main():
             fmt(p),
             bases,
             ratios,
-            f"<= {goal:g}x make",
-            verdict(ratio(p, m) <= goal),
+            f"<= {goal:g}x make" if goal else "(info)",
+            verdict(ratio(p, m) <= goal) if goal else "-",
         ))
 
     p, m = R("scratch-pybake-rm"), R("scratch-make-rm")

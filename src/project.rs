@@ -765,6 +765,16 @@ impl<'p> Closure<'p> {
         reporter: &dyn Reporter,
     ) -> Result<Sandbox, ProjectError> {
         let s = Sandbox::detect(mode)?;
+        if let Sandbox::Bwrap {
+            own_failed: Some(why),
+            ..
+        } = &s
+        {
+            reporter.report(Event::Warning(&format!(
+                "pybake cannot set up its own sandbox here ({why}); steps run in bubblewrap, \
+                 which costs a few milliseconds more per step"
+            )));
+        }
         if let Sandbox::Off { why } = &s {
             let rooted: Vec<String> = will_run
                 .iter()

@@ -413,9 +413,17 @@ fn a_step_killed_by_a_signal_is_reported_as_such() {
             r.stderr
         );
     }
+    // pybake's own sandbox reports the signal itself.
+    let r = p.run_with("pybake", &["realize", "--sandbox", "on", "selfkill"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failed with signal 9, SIGKILL"),
+        "{}",
+        r.stderr
+    );
     // bubblewrap, like a shell, reports a killed process as 128 + the signal: named too.
     assert!(bwrap_works(), "bubblewrap must work on this machine");
-    let r = p.run(&["realize", "--sandbox", "on", "selfkill"]);
+    let r = p.run_with("bubblewrap", &["realize", "--sandbox", "on", "selfkill"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains(

@@ -32,7 +32,7 @@ fn read(path: &str, f: &str) -> String {
 }
 
 /// Realizes `probe` with a host variable exported and a loopback listener open.
-fn probe(sandbox: &str, bwrap: Option<&str>) -> (Project, String, Run) {
+fn probe(sandbox: &str, bwrap: Option<&str>, sandbox_impl: &str) -> (Project, String, Run) {
     let p = env_project();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
@@ -40,7 +40,8 @@ fn probe(sandbox: &str, bwrap: Option<&str>) -> (Project, String, Run) {
     p.recipe("probe", &text.replace("@PORT@", &port));
     let mut cmd = p.cmd(&["realize", "--sandbox", sandbox, "probe"]);
     cmd.env("PYBAKE_TEST_SECRET", "leaked")
-        .env("CFLAGS", "-Dleaked");
+        .env("CFLAGS", "-Dleaked")
+        .env("PYBAKE_SANDBOX_IMPL", sandbox_impl);
     if let Some(b) = bwrap {
         cmd.env("PYBAKE_BWRAP", b);
     }
@@ -85,12 +86,18 @@ fn assert_documented_env(env: &str) {
 
 #[test]
 fn sandboxed_build_sees_canonical_paths_no_network_and_a_read_only_store() {
+    for sandbox_impl in SANDBOX_IMPLS {
+        sees_canonical_paths_no_network_and_a_read_only_store(sandbox_impl);
+    }
+}
+
+fn sees_canonical_paths_no_network_and_a_read_only_store(sandbox_impl: &str) {
     assert!(
         bwrap_works(),
         "bubblewrap must work on this machine (scripts/install-deps installs it)"
     );
-    let (p, path, r) = probe("on", None);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (p, path, r) = probe("on", None, sandbox_impl);
+    assert_eq!(r.code, 0, "{sandbox_impl}: {}", r.stderr);
     assert!(
         !r.stderr.contains("without network isolation"),
         "{}",
@@ -127,7 +134,7 @@ fn sandboxed_build_sees_canonical_paths_no_network_and_a_read_only_store() {
 
 #[test]
 fn unsandboxed_build_warns_and_records_host_paths() {
-    let (p, path, r) = probe("auto", Some("/nonexistent/bwrap"));
+    let (p, path, r) = probe("auto", Some("/nonexistent/bwrap"), "pybake");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         r.stderr.matches("without network isolation").count(),
@@ -159,7 +166,7 @@ fn unsandboxed_build_warns_and_records_host_paths() {
 
 #[test]
 fn sandbox_on_fails_clearly_without_bwrap() {
-    let (_p, _path, r) = probe("on", Some("/nonexistent/bwrap"));
+    let (_p, _path, r) = probe("on", Some("/nonexistent/bwrap"), "pybake");
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("bubblewrap"), "{}", r.stderr);
 }
@@ -196,6 +203,8 @@ steps = [
   "ls /etc > $out/etc",
   "if unshare -U true 2>/dev/null; then echo created; else echo refused; fi > $out/userns",
   "touch $out/owned-by-step",
+  "cat /proc/1/comm > $out/init",
+  "python3 -c 'import socket; s = socket.create_server((\"127.0.0.1\", 0)); socket.create_connection(s.getsockname()); print(\"up\")' > $out/loopback",
 ]
 "#,
     );
@@ -208,32 +217,39 @@ fn a_sandboxed_step_is_unprivileged_and_sees_no_host_secrets() {
         bwrap_works(),
         "bubblewrap must work on this machine (scripts/install-deps installs it)"
     );
-    let p = escape_probe();
-    let path = p.run(&["realize", "--sandbox", "on", "escape"]).ok().line();
-    assert_eq!(read(&path, "shadow"), "unreadable\n");
-    assert_eq!(read(&path, "sysctl"), "refused\n");
-    assert_eq!(read(&path, "caps"), "CapEff:\t0000000000000000\n");
-    assert_eq!(read(&path, "uid"), "1000\n");
-    assert_eq!(read(&path, "gid"), "1000\n");
-    assert_eq!(read(&path, "user"), "pybake\n");
-    assert_eq!(read(&path, "userns"), "refused\n");
-    // Only pybake's own files and the few host files a tool chain reads.
-    let etc: Vec<String> = read(&path, "etc").lines().map(String::from).collect();
-    let allowed = [
-        "alternatives",
-        "group",
-        "hosts",
-        "ld.so.cache",
-        "ld.so.conf",
-        "ld.so.conf.d",
-        "passwd",
-    ];
-    assert!(etc.iter().all(|e| allowed.contains(&e.as_str())), "{etc:?}");
-    assert!(etc.contains(&"passwd".to_string()), "{etc:?}");
-    // Stored outputs belong to whoever runs pybake, whoever the step ran as.
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(format!("{path}/owned-by-step")).unwrap();
-    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+    for sandbox_impl in SANDBOX_IMPLS {
+        let p = escape_probe();
+        let path = p
+            .run_with(sandbox_impl, &["realize", "--sandbox", "on", "escape"])
+            .ok()
+            .line();
+        assert_eq!(read(&path, "init"), sandbox_init(sandbox_impl));
+        assert_eq!(read(&path, "loopback"), "up\n", "a loopback of its own, up");
+        assert_eq!(read(&path, "shadow"), "unreadable\n");
+        assert_eq!(read(&path, "sysctl"), "refused\n");
+        assert_eq!(read(&path, "caps"), "CapEff:\t0000000000000000\n");
+        assert_eq!(read(&path, "uid"), "1000\n");
+        assert_eq!(read(&path, "gid"), "1000\n");
+        assert_eq!(read(&path, "user"), "pybake\n");
+        assert_eq!(read(&path, "userns"), "refused\n");
+        // Only pybake's own files and the few host files a tool chain reads.
+        let etc: Vec<String> = read(&path, "etc").lines().map(String::from).collect();
+        let allowed = [
+            "alternatives",
+            "group",
+            "hosts",
+            "ld.so.cache",
+            "ld.so.conf",
+            "ld.so.conf.d",
+            "passwd",
+        ];
+        assert!(etc.iter().all(|e| allowed.contains(&e.as_str())), "{etc:?}");
+        assert!(etc.contains(&"passwd".to_string()), "{etc:?}");
+        // Stored outputs belong to whoever runs pybake, whoever the step ran as.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(format!("{path}/owned-by-step")).unwrap();
+        assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+    }
 }
 
 #[test]
@@ -246,26 +262,31 @@ fn as_root_a_step_runs_as_the_unprivileged_build_user_on_the_host() {
         "fails",
         "name = \"fails\"\nversion = \"1\"\nsteps = [\"touch /build/work/made-by-step\", \"false\"]\n",
     );
-    let r = p.run(&["realize", "--sandbox", "on", "--keep-failed", "fails"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    let kept = r
-        .stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("build directory kept at "))
-        .expect("kept directory named")
-        .to_string();
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(format!("{kept}/build/work/made-by-step"))
-        .unwrap()
-        .uid();
-    let me = unsafe { libc::geteuid() };
-    if me == 0 {
-        assert_eq!(
-            owner, 30000,
-            "root's steps run as the build user, uid 30000"
+    for sandbox_impl in SANDBOX_IMPLS {
+        let r = p.run_with(
+            sandbox_impl,
+            &["realize", "--sandbox", "on", "--keep-failed", "fails"],
         );
-    } else {
-        assert_eq!(owner, me, "a user's steps run as that user");
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let kept = r
+            .stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("build directory kept at "))
+            .expect("kept directory named")
+            .to_string();
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(format!("{kept}/build/work/made-by-step"))
+            .unwrap()
+            .uid();
+        let me = unsafe { libc::geteuid() };
+        if me == 0 {
+            assert_eq!(
+                owner, 30000,
+                "root's steps run as the build user, uid 30000"
+            );
+        } else {
+            assert_eq!(owner, me, "a user's steps run as that user");
+        }
     }
 }
 
@@ -273,7 +294,7 @@ fn as_root_a_step_runs_as_the_unprivileged_build_user_on_the_host() {
 /// left in its `$HOME`, `$TMPDIR`, work directory, `$src` or store view, nor a mode it changed.
 #[test]
 fn a_build_sees_nothing_an_earlier_build_left_in_its_directory() {
-    for sandbox in ["off", "on"] {
+    for (sandbox, sandbox_impl) in [("off", "pybake"), ("on", "pybake"), ("on", "bubblewrap")] {
         let p = Project::new();
         p.recipe(
             "dirty",
@@ -301,7 +322,10 @@ steps = [
 "#,
         );
         let out = p
-            .run(&["realize", "-j", "1", "--sandbox", sandbox, "clean"])
+            .run_with(
+                sandbox_impl,
+                &["realize", "-j", "1", "--sandbox", sandbox, "clean"],
+            )
             .ok()
             .line();
         let dirty = p.run(&["path", "dirty"]).ok().line();
@@ -324,7 +348,10 @@ steps = [
 fn a_store_the_build_user_can_or_cannot_reach_builds_the_same() {
     use std::os::unix::fs::PermissionsExt;
     let mut seen = Vec::new();
-    for mode in [0o755, 0o700] {
+    for (mode, sandbox_impl) in [0o755, 0o700]
+        .into_iter()
+        .flat_map(|m| SANDBOX_IMPLS.map(|i| (m, i)))
+    {
         let p = Project::new();
         std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         p.recipe(
@@ -334,9 +361,26 @@ version = "1"
 steps = ["mkdir -p $out && id -u > $out/uid && stat -c %a /build > $out/build-mode"]
 "#,
         );
-        let out = p.run(&["realize", "--sandbox", "on", "who"]).ok().line();
+        let out = p
+            .run_with(sandbox_impl, &["realize", "--sandbox", "on", "who"])
+            .ok()
+            .line();
         seen.push((read(&out, "uid"), read(&out, "build-mode")));
     }
-    assert_eq!(seen[0], seen[1], "{seen:?}");
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
     assert_eq!(seen[0].0, "1000\n", "{seen:?}");
+}
+
+#[test]
+fn an_unknown_sandbox_implementation_is_a_user_error() {
+    let p = escape_probe();
+    let r = p.run_with("bwrap", &["realize", "--sandbox", "on", "escape"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("PYBAKE_SANDBOX_IMPL is `bwrap`, which names no sandbox"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("`pybake`"), "{}", r.stderr);
 }

@@ -38,20 +38,22 @@ fn a_rooted_step_sees_the_root_and_nothing_of_the_host() {
         Path::new("/usr/bin/bwrap").exists(),
         "bubblewrap is installed"
     );
-    let p = rooted_project();
-    let path = p.run(&["realize", "probe"]).ok().line();
-    assert_eq!(read(&path, "host-usr"), "absent\n");
-    assert_eq!(read(&path, "shadow"), "unreadable\n");
-    assert_eq!(read(&path, "user"), "pybake\n", "the root's /etc/passwd");
-    // The root's own entries plus what pybake mounts.
-    assert_eq!(read(&path, "top"), "bin build dev etc proc pybake tmp usr ");
-    let meta = meta_of(&p.store(), &path);
-    assert!(
-        meta["root"].as_str().unwrap().ends_with("-tiny-root-1"),
-        "{meta}"
-    );
-    assert_eq!(meta["host_build"], false, "{meta}");
-    assert_eq!(meta["sandboxed"], true, "{meta}");
+    for sandbox_impl in SANDBOX_IMPLS {
+        let p = rooted_project();
+        let path = p.run_with(sandbox_impl, &["realize", "probe"]).ok().line();
+        assert_eq!(read(&path, "host-usr"), "absent\n");
+        assert_eq!(read(&path, "shadow"), "unreadable\n");
+        assert_eq!(read(&path, "user"), "pybake\n", "the root's /etc/passwd");
+        // The root's own entries plus what pybake mounts.
+        assert_eq!(read(&path, "top"), "bin build dev etc proc pybake tmp usr ");
+        let meta = meta_of(&p.store(), &path);
+        assert!(
+            meta["root"].as_str().unwrap().ends_with("-tiny-root-1"),
+            "{meta}"
+        );
+        assert_eq!(meta["host_build"], false, "{meta}");
+        assert_eq!(meta["sandboxed"], true, "{meta}");
+    }
 }
 
 #[test]

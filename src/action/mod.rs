@@ -9,6 +9,7 @@
 
 mod build_user;
 mod env;
+mod namespaces;
 mod prepare;
 mod references;
 mod sandbox;
@@ -32,7 +33,7 @@ pub use sandbox::{
 };
 pub use shell::{Place, Shell, ShellError};
 
-use prepare::Dirs;
+use prepare::{Dirs, Isolation};
 
 use crate::derivation::Derivation;
 use crate::exit::Class;
@@ -192,20 +193,37 @@ impl Slots {
 
     /// Keeps `slot` for another build if it is as fresh once its store view is emptied;
     /// otherwise removes it. The store view may hold an output not moved into the store (a
-    /// failed or compared build's) and the mount points bubblewrap made for dependencies.
+    /// failed or compared build's) and the mount points the sandbox made for dependencies:
+    /// empty directories, kept aside as spare mount points ([`Dirs::lend_mount_points`]).
     fn give_back(&self, slot: BuildSlot, store_view: &Path) {
+        let spare = slot.path().join(prepare::SPARE);
         if let Ok(entries) = fs_err::read_dir(store_view) {
-            for e in entries.flatten() {
-                let _ = crate::store::remove_tree(&e.path());
+            for (i, e) in entries.flatten().enumerate() {
+                let path = e.path();
+                if is_empty_dir(&path)
+                    && fs_err::create_dir_all(&spare).is_ok()
+                    && fs_err::rename(&path, spare.join(format!("{}-{i}", std::process::id())))
+                        .is_ok()
+                {
+                    continue;
+                }
+                let _ = crate::store::remove_tree(&path);
             }
         }
-        // `etc/` is written again for every build (see `Builder::ready`).
-        if slot.is_pristine(&["etc"]) {
+        // `etc/` is written again for every build (see `Builder::ready`), and only empty
+        // directories go to `spare/`, which a step never sees.
+        if slot.is_pristine(&["etc", prepare::SPARE]) {
             if let Ok(mut pool) = self.0.lock() {
                 pool.push(slot);
             }
         }
     }
+}
+
+/// A directory (not a link to one) with nothing in it.
+fn is_empty_dir(path: &Path) -> bool {
+    fs_err::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        && fs_err::read_dir(path).is_ok_and(|mut d| d.next().is_none())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,18 +399,22 @@ impl Builder<'_> {
                 recipe: recipe.name.clone(),
                 source,
             };
-            let (cmd, staging) = prepared
+            let (cmd, isolation) = prepared
                 .step(&["/bin/sh", "-eu", "-c", step])
                 .map_err(spawn_err)?;
             let null = fs_err::File::open("/dev/null").map_err(spawn_err)?;
             let stdio = [null.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
-            let started = if self.sandbox.is_on() {
-                spawn::Spawn::from_command(&cmd).and_then(|s| s.start(stdio, staging.as_ref()))
-            } else if supervise::uses_pid_namespace() {
-                spawn::Spawn::from_command(&cmd).and_then(|s| s.start_in_pid_namespace(stdio))
-            } else {
+            let spawn = spawn::Spawn::from_command(&cmd);
+            let started = match &isolation {
+                Isolation::Own(plan) => spawn.and_then(|s| s.start_in_sandbox(stdio, plan)),
+                Isolation::Bubblewrap(staging) => {
+                    spawn.and_then(|s| s.start(stdio, staging.as_ref()))
+                }
+                Isolation::None if supervise::uses_pid_namespace() => {
+                    spawn.and_then(|s| s.start_in_pid_namespace(stdio))
+                }
                 // The supervisor process (`pybake __supervise`), which SIGTERM asks to stop.
-                spawn::Spawn::from_command(&cmd).and_then(|s| s.start(stdio, None))
+                Isolation::None => spawn.and_then(|s| s.start(stdio, None)),
             };
             let ask_supervisor = !self.sandbox.is_on() && !supervise::uses_pid_namespace();
             let status = wait_cancellable(started.map_err(spawn_err)?, self.cancel, ask_supervisor)

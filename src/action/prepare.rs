@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::build_user::Staging;
+use super::namespaces::Plan;
 use super::sandbox::{self, Mounts, Terminal};
 use super::{build_user, env, io, sources, BuildError, Builder, Job, Sandbox, CANONICAL_STORE};
 use crate::store::StoreName;
+
+/// Where a slot keeps the spare mount points ([`Dirs::lend_mount_points`]).
+pub(super) const SPARE: &str = "spare";
 
 /// The host directories of one build under its temporary directory `top` (see the module doc
 /// of [`super`]): `build/` (seen as `/build`), `store/` (seen as the store) and `etc/`.
@@ -17,6 +21,11 @@ pub(super) struct Dirs {
     pub build: PathBuf,
     pub store_view: PathBuf,
     pub etc: PathBuf,
+    /// Empty: pybake's own sandbox mounts the step's `/` here (in the step's namespace).
+    pub new_root: PathBuf,
+    /// Empty directories, mount points of earlier builds' dependencies, made mount points
+    /// again (see [`Dirs::lend_mount_points`]).
+    pub spare: PathBuf,
 }
 
 impl Dirs {
@@ -25,6 +34,8 @@ impl Dirs {
             build: top.join("build"),
             store_view: top.join("store"),
             etc: top.join("etc"),
+            new_root: top.join("newroot"),
+            spare: top.join(SPARE),
         }
     }
 
@@ -33,7 +44,26 @@ impl Dirs {
         let mut dirs = vec![self.build.clone()];
         dirs.extend(["src", "work", "home", "tmp"].map(|d| self.build.join(d)));
         dirs.push(self.store_view.clone());
+        dirs.push(self.new_root.clone());
         dirs
+    }
+
+    /// Puts a mount point for each of `names` in the store view, from the spare ones where
+    /// there are: each directory the sandbox mounts a dependency on must exist there, and
+    /// making and removing one per dependency and build was a cost of its own (on ext4 with
+    /// `discard`, removing a directory waits for the disk to discard its block). The sandbox
+    /// makes those it does not find.
+    pub fn lend_mount_points<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let Ok(spare) = fs_err::read_dir(&self.spare) else {
+            return;
+        };
+        let mut spare = spare.flatten();
+        for name in names {
+            let Some(dir) = spare.next() else {
+                return;
+            };
+            let _ = fs_err::rename(dir.path(), self.store_view.join(name));
+        }
     }
 
     /// Creates `build/{src,work,home,tmp}` and `store/`.
@@ -41,8 +71,19 @@ impl Dirs {
         for d in ["src", "work", "home", "tmp"] {
             fs_err::create_dir_all(self.build.join(d)).map_err(io(&self.build))?;
         }
-        fs_err::create_dir_all(&self.store_view).map_err(io(&self.store_view))
+        fs_err::create_dir_all(&self.store_view).map_err(io(&self.store_view))?;
+        fs_err::create_dir_all(&self.new_root).map_err(io(&self.new_root))
     }
+}
+
+/// How a step's process is isolated.
+pub(super) enum Isolation {
+    /// The command is bubblewrap's, with the staging its process does first, if any.
+    Bubblewrap(Option<Staging>),
+    /// pybake's own sandbox ([`super::namespaces`]).
+    Own(Plan),
+    /// None (the sandbox is off).
+    None,
 }
 
 /// A build directory made ready for a job's steps: `/etc` written, owned by the build user,
@@ -76,14 +117,25 @@ impl Prepared {
         Ok(cmd)
     }
 
-    /// A build step's command, with the staging its process must do first (see
-    /// [`super::spawn`], which starts it).
-    pub(super) fn step(&self, argv: &[&str]) -> std::io::Result<(Command, Option<Staging>)> {
+    /// A build step's command, with what its process must do first (see [`super::spawn`],
+    /// which starts it).
+    pub(super) fn step(&self, argv: &[&str]) -> std::io::Result<(Command, Isolation)> {
+        let m = self.mounts();
+        if let Some(plan) = self.sandbox.own_plan(&m, "work")? {
+            let mut cmd = Command::new(argv.first().copied().unwrap_or("/bin/sh"));
+            cmd.args(argv.iter().skip(1)).env_clear().envs(&self.env);
+            return Ok((cmd, Isolation::Own(plan)));
+        }
         let (mut cmd, staging) =
             self.sandbox
-                .command_and_staging(&self.mounts(), "work", argv, Terminal::Detached)?;
+                .command_and_staging(&m, "work", argv, Terminal::Detached)?;
         cmd.env_clear().envs(&self.env);
-        Ok((cmd, staging))
+        let isolation = if self.sandbox.is_on() {
+            Isolation::Bubblewrap(staging)
+        } else {
+            Isolation::None
+        };
+        Ok((cmd, isolation))
     }
 
     fn mounts(&self) -> Mounts<'_> {
@@ -92,6 +144,7 @@ impl Prepared {
             store_view: &self.dirs.store_view,
             root: self.root.clone(),
             etc_dir: &self.dirs.etc,
+            new_root: &self.dirs.new_root,
             inputs: self.inputs.clone(),
         }
     }
@@ -153,6 +206,9 @@ impl Builder<'_> {
             .map(|n| (self.store.path(n), n.as_str().to_string()))
             .collect();
         let on = self.sandbox.is_on();
+        if on {
+            dirs.lend_mount_points(job.closure.iter().map(|n| n.as_str()));
+        }
         let seen_build = if on {
             PathBuf::from(sandbox::BUILD_DIR)
         } else {

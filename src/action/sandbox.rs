@@ -20,6 +20,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use super::build_user::{self, Staging};
+use super::namespaces::Plan;
+use super::spawn::Spawn;
 pub use crate::store::CANONICAL_STORE;
 
 /// Where the build directory appears inside the sandbox.
@@ -54,6 +56,12 @@ pub enum Sandbox {
         program: PathBuf,
         /// The host uid/gid bubblewrap runs as when pybake is root.
         build_user: Option<(u32, u32)>,
+        /// Build steps run in namespaces pybake sets up itself, laid out as bubblewrap lays
+        /// them out ([`super::namespaces`]): when pybake is root and they work here, unless
+        /// `PYBAKE_SANDBOX_IMPL=bubblewrap`. `pybake shell` always uses bubblewrap.
+        own_namespaces: bool,
+        /// Why pybake's own sandbox does not work here, when it was tried and failed.
+        own_failed: Option<String>,
     },
     Off {
         why: String,
@@ -61,9 +69,30 @@ pub enum Sandbox {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("--sandbox on was given but bubblewrap cannot be used: {why}\n  hint: install the Debian package `bubblewrap`, or use --sandbox auto")]
-pub struct SandboxUnavailable {
-    pub why: String,
+pub enum SandboxUnavailable {
+    #[error("--sandbox on was given but bubblewrap cannot be used: {why}\n  hint: install the Debian package `bubblewrap`, or use --sandbox auto")]
+    NoBubblewrap { why: String },
+    #[error("PYBAKE_SANDBOX_IMPL is `{value}`, which names no sandbox\n  hint: `pybake` (pybake's own, as root; the default) or `bubblewrap`")]
+    UnknownImpl { value: String },
+}
+
+/// Who sets a step's sandbox up (`PYBAKE_SANDBOX_IMPL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impl {
+    /// pybake itself when it is root ([`super::namespaces`]), else bubblewrap.
+    Own,
+    Bubblewrap,
+}
+
+fn requested_impl() -> Result<Impl, SandboxUnavailable> {
+    match std::env::var_os("PYBAKE_SANDBOX_IMPL") {
+        None => Ok(Impl::Own),
+        Some(v) if v == "pybake" => Ok(Impl::Own),
+        Some(v) if v == "bubblewrap" => Ok(Impl::Bubblewrap),
+        Some(v) => Err(SandboxUnavailable::UnknownImpl {
+            value: v.to_string_lossy().into_owned(),
+        }),
+    }
 }
 
 /// Recipes with a root cannot be built without bubblewrap: they never fall back to the host.
@@ -85,13 +114,16 @@ pub struct Mounts<'a> {
     pub root: Option<PathBuf>,
     /// Host directory holding the generated `passwd`, `group` and `hosts` (see [`write_etc`]).
     pub etc_dir: &'a Path,
+    /// An empty host directory pybake's own sandbox mounts the step's `/` on (in the step's
+    /// mount namespace only; see [`super::namespaces`]).
+    pub new_root: &'a Path,
     /// Host store paths of the dependency closure, each bound read-only under the store view.
     pub inputs: Vec<(PathBuf, String)>,
 }
 
 /// What `/` is made of.
-enum System {
-    /// A root file system: its top-level entries, and where bubblewrap finds it.
+pub(super) enum System {
+    /// A root file system: its top-level entries, and where the sandbox's maker finds it.
     Root {
         entries: Vec<(String, RootEntry)>,
         seen: PathBuf,
@@ -100,7 +132,7 @@ enum System {
     Host { etc: PathBuf },
 }
 
-enum RootEntry {
+pub(super) enum RootEntry {
     Dir,
     File,
     Link(PathBuf),
@@ -134,6 +166,19 @@ fn root_entries(root: &Path) -> io::Result<Vec<(String, RootEntry)>> {
     Ok(out)
 }
 
+/// What `/` is made of for `m`, with host paths as `seen` says the sandbox's maker sees them.
+fn system_of(m: &Mounts, seen: &mut dyn FnMut(&Path) -> io::Result<PathBuf>) -> io::Result<System> {
+    Ok(match &m.root {
+        Some(root) => System::Root {
+            entries: root_entries(root)?,
+            seen: seen(root)?,
+        },
+        None => System::Host {
+            etc: seen(m.etc_dir)?,
+        },
+    })
+}
+
 /// Writes the sandbox's `/etc/passwd`, `/etc/group` and `/etc/hosts` into `dir`.
 pub fn write_etc(dir: &Path) -> io::Result<()> {
     let u = SANDBOX_UID;
@@ -149,7 +194,13 @@ pub fn write_etc(dir: &Path) -> io::Result<()> {
     ];
     fs_err::create_dir_all(dir)?;
     for (name, text) in files {
-        fs_err::write(dir.join(name), text)?;
+        let path = dir.join(name);
+        // A reused build directory has them already: truncating a file frees its block, which
+        // on ext4 with `discard` waits for the disk.
+        if fs_err::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            continue;
+        }
+        fs_err::write(path, text)?;
     }
     Ok(())
 }
@@ -225,6 +276,49 @@ fn probe(program: &Path, build_user: Option<(u32, u32)>) -> Result<(), String> {
     }
 }
 
+/// Whether pybake's own sandbox runs a step here (`true` on the host's `/usr`).
+fn probe_own_namespaces(ids: (u32, u32)) -> io::Result<()> {
+    let t = tempfile::Builder::new().prefix("pybake-probe").tempdir()?;
+    let dirs = ["build/work", "store", "etc", "newroot"].map(|d| t.path().join(d));
+    for d in &dirs {
+        fs_err::create_dir_all(d)?;
+    }
+    write_etc(&dirs[2])?;
+    for d in [
+        t.path().join("build"),
+        t.path().join("build/work"),
+        dirs[1].clone(),
+    ] {
+        fs_err::os::unix::fs::chown(&d, Some(ids.0), Some(ids.1))?;
+    }
+    let m = Mounts {
+        build_dir: &t.path().join("build"),
+        store_view: &dirs[1],
+        root: None,
+        etc_dir: &dirs[2],
+        new_root: &dirs[3],
+        inputs: Vec::new(),
+    };
+    let system = System::Host {
+        etc: dirs[2].clone(),
+    };
+    let plan = Plan::new(&m, &system, "work", ids, true)?;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "exit 0"]).env_clear();
+    let null = fs_err::File::open("/dev/null")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&null);
+    let status = Spawn::from_command(&cmd)?
+        .start_in_sandbox([fd, fd, fd], &plan)?
+        .wait()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "the probe step ended with {status}"
+        )))
+    }
+}
+
 /// `PYBAKE_BWRAP` names the program when it is not in a standard place (an empty value, or a
 /// path that does not exist, disables the sandbox: the test suite uses this to exercise both).
 fn find_bwrap() -> Option<PathBuf> {
@@ -247,6 +341,7 @@ impl Sandbox {
                 why: "--sandbox off was given".into(),
             });
         }
+        let requested = requested_impl()?;
         let detected = AUTO.get_or_init(|| {
             let build_user = build_user::for_this_process();
             match find_bwrap() {
@@ -254,16 +349,28 @@ impl Sandbox {
                     why: "bubblewrap (bwrap) is not installed".into(),
                 },
                 Some(program) => match probe(&program, build_user) {
-                    Ok(()) => Sandbox::Bwrap {
-                        program,
-                        build_user,
-                    },
+                    Ok(()) => {
+                        let own = match (requested, build_user) {
+                            (Impl::Own, Some(ids)) => {
+                                Some(probe_own_namespaces(ids).map_err(|e| e.to_string()))
+                            }
+                            _ => None,
+                        };
+                        Sandbox::Bwrap {
+                            program,
+                            build_user,
+                            own_namespaces: matches!(own, Some(Ok(()))),
+                            own_failed: own.and_then(Result::err),
+                        }
+                    }
                     Err(why) => Sandbox::Off { why },
                 },
             }
         });
         match (mode, detected) {
-            (SandboxMode::On, Sandbox::Off { why }) => Err(SandboxUnavailable { why: why.clone() }),
+            (SandboxMode::On, Sandbox::Off { why }) => {
+                Err(SandboxUnavailable::NoBubblewrap { why: why.clone() })
+            }
             _ => Ok(detected.clone()),
         }
     }
@@ -278,6 +385,21 @@ impl Sandbox {
             Sandbox::Bwrap { build_user, .. } => *build_user,
             Sandbox::Off { .. } => None,
         }
+    }
+
+    /// The sandbox of a build step running in `/build/<cwd_rel>`, when pybake sets it up itself
+    /// (see [`super::namespaces`]); `None` when bubblewrap or nothing does.
+    pub(super) fn own_plan(&self, m: &Mounts, cwd_rel: &str) -> io::Result<Option<Plan>> {
+        let Sandbox::Bwrap {
+            build_user: Some(ids),
+            own_namespaces: true,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let system = system_of(m, &mut |p: &Path| Ok(p.to_path_buf()))?;
+        Plan::new(m, &system, cwd_rel, *ids, true).map(Some)
     }
 
     /// A command that runs `argv` (a build step: `sh -eu -c STEP`) with the build's view of the
@@ -328,6 +450,7 @@ impl Sandbox {
             Sandbox::Bwrap {
                 program,
                 build_user,
+                ..
             } => (program, build_user),
         };
         let mut c = Command::new(program);
@@ -353,15 +476,7 @@ impl Sandbox {
         };
         let build_dir = seen(m.build_dir)?;
         let store_view = seen(m.store_view)?;
-        let system = match &m.root {
-            Some(root) => System::Root {
-                entries: root_entries(root)?,
-                seen: seen(root)?,
-            },
-            None => System::Host {
-                etc: seen(m.etc_dir)?,
-            },
-        };
+        let system = system_of(m, &mut seen)?;
         let inputs = m
             .inputs
             .iter()

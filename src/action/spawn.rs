@@ -3,7 +3,7 @@
 //! `fork` of pybake, a multi-threaded process, costs page-table copies, copy-on-write faults in
 //! every thread afterwards and TLB shootdowns: with three forks per step it was a fifth of the
 //! time of a graph of small builds. So, as `posix_spawn` does, the processes here share
-//! pybake's memory until the step's `execve`, each on a stack of its own. Two ways:
+//! pybake's memory until the step's `execve`, each on a stack of its own. Three ways:
 //! - [`Spawn::start`] (bubblewrap): S, made by `clone(CLONE_VM | CLONE_VFORK)` (the build
 //!   thread waits until S has exec'd), leads a process group of its own, dies with the build
 //!   thread (`PR_SET_PDEATHSIG`), sets up stdio, the working directory and signals, stages the
@@ -14,6 +14,9 @@
 //!   new namespace and pybake's child. It dies with pybake's build thread, reaps everything in
 //!   the namespace and ends as soon as S, which it makes as above, does; the kernel then kills
 //!   whatever is left in it.
+//! - [`Spawn::start_in_sandbox`] (pybake's own sandbox as root; see [`super::namespaces`]): G,
+//!   made by `clone(CLONE_VM)` into new mount, PID, network, IPC, UTS and cgroup namespaces,
+//!   sets the sandbox up before it makes S as above; S drops its privileges before it execs.
 //!
 //! G and S run in pybake's address space, so they only call async-signal-safe functions on data
 //! prepared before the clone, never allocate, and never return into Rust code of pybake's. G
@@ -28,6 +31,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 
 use super::build_user::Staging;
+use super::namespaces::{self, Plan, Stage};
 use super::supervise::close_all_but;
 
 /// Each stack (G's and S's): they run a few libc calls only.
@@ -62,6 +66,11 @@ struct Shared {
     /// (null: nothing).
     parent: libc::pid_t,
     staging: *const Staging,
+    /// pybake's own sandbox only (null otherwise): what G sets up, and the pipes on which G
+    /// says it has entered its user namespace and pybake says it has mapped G's ids.
+    plan: *const Plan,
+    ready_wr: RawFd,
+    mapped_rd: RawFd,
 }
 
 /// The started step: S itself, or G, pid 1 of the step's namespace.
@@ -139,6 +148,9 @@ impl Spawn {
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
             staging: std::ptr::null(),
+            plan: std::ptr::null(),
+            ready_wr: -1,
+            mapped_rd: -1,
         }
     }
 
@@ -222,19 +234,117 @@ impl Spawn {
         // End of file once S has exec'd and G has closed its copy.
         child.once_execed(&err_rd)
     }
+    /// Starts the step with `stdio` as its standard input, output and error, in the sandbox
+    /// `plan` describes (see [`super::namespaces`]): G is pid 1 of the step's namespaces.
+    pub fn start_in_sandbox(&self, stdio: [RawFd; 3], plan: &Plan) -> io::Result<Child> {
+        let (status_rd, status_wr) = pipe()?;
+        let (err_rd, err_wr) = pipe()?;
+        let (ready_rd, ready_wr) = pipe()?;
+        let (mapped_rd, mapped_wr) = pipe()?;
+        // SAFETY: pidfd_open with our own pid and no flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+        // SAFETY: a non-negative return is a new descriptor we own.
+        let parent_pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
+        let stacks = Stacks::new()?;
+        let mut shared = self.shared(
+            stdio,
+            status_wr.as_raw_fd(),
+            err_wr.as_raw_fd(),
+            stacks.top(1),
+        );
+        shared.parent_pidfd = parent_pidfd.as_ref().map_or(-1, |f| f.as_raw_fd());
+        shared.parent = 0;
+        // G enters the step's directory itself, inside the new root.
+        shared.cwd = std::ptr::null();
+        shared.plan = plan;
+        shared.ready_wr = ready_wr.as_raw_fd();
+        shared.mapped_rd = mapped_rd.as_raw_fd();
+        let old = block_all_signals();
+        // SAFETY: as in start_in_pid_namespace; `plan` outlives G's use of it as `shared` does
+        // (G reads it only before S execs, and we wait for that below).
+        let pid = unsafe {
+            libc::clone(
+                g_main,
+                stacks.top(0),
+                libc::CLONE_VM
+                    | libc::CLONE_NEWNS
+                    | libc::CLONE_NEWPID
+                    | libc::CLONE_NEWNET
+                    | libc::CLONE_NEWIPC
+                    | libc::CLONE_NEWUTS
+                    | libc::CLONE_NEWCGROUP
+                    | libc::SIGCHLD,
+                (&shared as *const Shared).cast_mut().cast(),
+            )
+        };
+        let clone_err = io::Error::last_os_error();
+        restore_signals(&old);
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        drop((status_wr, err_wr, ready_wr, mapped_rd));
+        let child = Child {
+            pid,
+            status_rd: Some(status_rd),
+            _stacks: Some(stacks),
+            status: None,
+        };
+        // G says it is in its user namespace (one byte), or fails (end of file; it wrote why
+        // on the error pipe).
+        let mut byte = [0u8; 1];
+        if read_full(&ready_rd, &mut byte)? == 1 {
+            for (file, text) in plan.id_maps() {
+                let path = format!("/proc/{pid}/{file}");
+                if let Err(e) = fs_err::write(&path, text) {
+                    let mut child = child;
+                    child.kill();
+                    let _ = child.wait();
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot map the step's user ids: {e}"),
+                    ));
+                }
+            }
+            // SAFETY: writing one byte from a stack value to our own pipe.
+            unsafe { libc::write(mapped_wr.as_raw_fd(), byte.as_ptr().cast(), 1) };
+        }
+        drop(mapped_wr);
+        child.once_execed_described(&err_rd, Some(plan))
+    }
 }
 
 impl Child {
     /// The started child once its exec-error pipe `err_rd` reaches end of file (the step
     /// exec'd), or the `errno` S reported there (it could not).
-    fn once_execed(mut self, err_rd: &OwnedFd) -> io::Result<Child> {
-        let mut errno = [0u8; 4];
-        match read_full(err_rd, &mut errno) {
-            Ok(4) => {
+    fn once_execed(self, err_rd: &OwnedFd) -> io::Result<Child> {
+        self.once_execed_described(err_rd, None)
+    }
+
+    /// As [`Child::once_execed`]; in pybake's own sandbox G may also report, with the `errno`,
+    /// where its set-up failed, which `plan` puts in words.
+    fn once_execed_described(mut self, err_rd: &OwnedFd, plan: Option<&Plan>) -> io::Result<Child> {
+        let mut report = [0u8; 12];
+        let read = read_full(err_rd, &mut report);
+        let word = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&report[4 * i..4 * i + 4]);
+            w
+        };
+        match read {
+            Ok(0) => Ok(self),
+            Ok(n) => {
                 let _ = self.wait();
-                Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+                let errno = i32::from_ne_bytes(word(0));
+                let e = io::Error::from_raw_os_error(errno);
+                match (n, plan) {
+                    (12, Some(plan)) => {
+                        let stage = Stage::from_u32(u32::from_ne_bytes(word(1)));
+                        let what = plan.describe_failure(stage, u32::from_ne_bytes(word(2)));
+                        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+                    }
+                    _ => Err(e),
+                }
             }
-            Ok(_) => Ok(self),
             Err(e) => {
                 self.kill();
                 Err(e)
@@ -426,6 +536,9 @@ extern "C" fn g_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::_exit(128 + libc::SIGKILL);
             }
         }
+        if !shared.plan.is_null() {
+            sandbox_g(shared);
+        }
         let s = libc::clone(
             s_main,
             shared.s_stack_top,
@@ -452,6 +565,36 @@ extern "C" fn g_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         libc::write(status_wr, (&status as *const libc::c_int).cast(), 4);
         libc::_exit(0)
+    }
+}
+
+/// G's part of pybake's own sandbox (see [`super::namespaces`]); on failure it reports where and
+/// why on the exec-error pipe and exits.
+unsafe fn sandbox_g(shared: &Shared) {
+    // SAFETY: system calls on the plan, which lives until S has exec'd, and on stack values.
+    unsafe {
+        let plan = &*shared.plan;
+        let fail = |f: namespaces::Failure| -> ! {
+            let report: [u32; 3] = [f.errno as u32, f.stage as u32, f.index];
+            libc::write(shared.exec_err_wr, report.as_ptr().cast(), 12);
+            libc::_exit(127)
+        };
+        if let Err(f) = namespaces::set_up_root(plan) {
+            fail(f);
+        }
+        let byte = [1u8];
+        libc::write(shared.ready_wr, byte.as_ptr().cast(), 1);
+        let mut got = [0u8];
+        if libc::read(shared.mapped_rd, got.as_mut_ptr().cast(), 1) != 1 {
+            fail(namespaces::Failure {
+                stage: Stage::Mapped,
+                index: 0,
+                errno: libc::ECHILD,
+            });
+        }
+        if let Err(f) = namespaces::close_user_namespaces(plan) {
+            fail(f);
+        }
     }
 }
 
@@ -488,6 +631,11 @@ extern "C" fn s_main(arg: *mut libc::c_void) -> libc::c_int {
             fail(shared);
         }
         if !shared.staging.is_null() && (*shared.staging).enter().is_err() {
+            fail(shared);
+        }
+        if !shared.plan.is_null()
+            && namespaces::become_step_user((*shared.plan).new_session).is_err()
+        {
             fail(shared);
         }
         // What std::process does for a child: default SIGPIPE (Rust ignores it), nothing
@@ -576,6 +724,74 @@ mod tests {
             };
             assert_eq!(started.err().unwrap().kind(), io::ErrorKind::NotFound);
         }
+    }
+
+    // As root (as CI runs the tests): pybake's own sandbox is root's.
+    #[test]
+    fn a_sandbox_that_cannot_be_set_up_says_what_failed() {
+        use crate::action::sandbox::{Mounts, System};
+        let t = tempfile::tempdir().unwrap();
+        let dirs = ["build/work", "store", "etc", "newroot"].map(|d| t.path().join(d));
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        crate::action::sandbox::write_etc(&dirs[2]).unwrap();
+        let missing = t.path().join("no-such-dependency");
+        let m = Mounts {
+            build_dir: &t.path().join("build"),
+            store_view: &dirs[1],
+            root: None,
+            etc_dir: &dirs[2],
+            new_root: &dirs[3],
+            inputs: vec![(missing.clone(), "dep".into())],
+        };
+        let system = System::Host {
+            etc: dirs[2].clone(),
+        };
+        let plan = Plan::new(&m, &system, "work", (30000, 30000), true).unwrap();
+        let mut cmd = Command::new("/bin/true");
+        cmd.env_clear();
+        let e = Spawn::from_command(&cmd)
+            .unwrap()
+            .start_in_sandbox([0, 1, 2], &plan)
+            .err()
+            .expect("a missing dependency cannot be bound");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot bind {} at {}/pybake/store/dep: No such file or directory (os error 2)",
+                missing.display(),
+                dirs[3].display()
+            )
+        );
+        // Nothing of it is left mounted on the host.
+        assert_eq!(std::fs::read_dir(&dirs[3]).unwrap().count(), 0);
+
+        // A link where a dependency's mount point goes (a step could leave one in the store
+        // view) is refused, not followed by the host's root.
+        let dep = t.path().join("dep");
+        std::fs::create_dir(&dep).unwrap();
+        // (The first attempt made the mount point: a file, as its source was none.)
+        std::fs::remove_file(dirs[1].join("dep")).unwrap();
+        std::os::unix::fs::symlink("/etc", dirs[1].join("dep")).unwrap();
+        let m = Mounts {
+            inputs: vec![(dep, "dep".into())],
+            ..m
+        };
+        let plan = Plan::new(&m, &system, "work", (30000, 30000), true).unwrap();
+        let e = Spawn::from_command(&cmd)
+            .unwrap()
+            .start_in_sandbox([0, 1, 2], &plan)
+            .err()
+            .expect("a link as a mount point is refused");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot make the directory {}/pybake/store/dep: File exists",
+                dirs[3].display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]

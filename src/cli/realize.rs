@@ -45,7 +45,9 @@ pub struct RealizeArgs {
     /// (as `pybake explain NAME` does), on stderr.
     #[arg(long)]
     pub explain: bool,
-    /// Isolation of build steps: bubblewrap when it works (auto), always (on), never (off).
+    /// Isolation of build steps: a sandbox when bubblewrap works (auto), always (on), never
+    /// (off). As root pybake sets the sandbox up itself, as bubblewrap would
+    /// (`PYBAKE_SANDBOX_IMPL=bubblewrap`: bubblewrap does); docs/recipes.md, "The sandbox".
     #[arg(long, value_enum, env = "PYBAKE_SANDBOX", default_value = "auto")]
     pub sandbox: SandboxMode,
     /// Do not record NAME... as GC roots. By default each requested output becomes the root of

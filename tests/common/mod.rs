@@ -51,6 +51,13 @@ impl Project {
         Run::from(self.cmd(args).output().expect("run pybake"))
     }
 
+    /// [`Project::run`] with the sandbox made by `sandbox_impl` (one of [`SANDBOX_IMPLS`]).
+    pub fn run_with(&self, sandbox_impl: &str, args: &[&str]) -> Run {
+        let mut c = self.cmd(args);
+        c.env("PYBAKE_SANDBOX_IMPL", sandbox_impl);
+        Run::from(c.output().expect("run pybake"))
+    }
+
     /// `realize --json NAMES`, asserting success; returns (name, status) pairs.
     pub fn realize_statuses(&self, names: &[&str]) -> Vec<(String, String)> {
         let mut args = vec!["realize", "--json"];
@@ -122,6 +129,24 @@ impl Run {
 }
 
 /// Whether bubblewrap works on this machine (the sandboxed tests need it).
+/// What can make a step's sandbox (`PYBAKE_SANDBOX_IMPL`): pybake itself (as root, the
+/// default) and bubblewrap. Sandbox tests run against both.
+pub const SANDBOX_IMPLS: [&str; 2] = ["pybake", "bubblewrap"];
+
+/// The first process of a step's sandbox under `sandbox_impl`, as `/proc/1/comm` names it:
+/// proof that the implementation asked for is the one that ran.
+pub fn sandbox_init(sandbox_impl: &str) -> &'static str {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the sandbox tests run as root, as CI does (pybake's own sandbox is root's)"
+    );
+    match sandbox_impl {
+        "pybake" => "pybake\n",
+        _ => "bwrap\n",
+    }
+}
+
 pub fn bwrap_works() -> bool {
     Command::new("bwrap")
         .args([
