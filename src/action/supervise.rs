@@ -251,24 +251,39 @@ fn reap(step: libc::pid_t) -> Option<libc::c_int> {
 
 /// Kills the step's process group, then every child left (orphans adopted by this subreaper,
 /// which may have left the group), until there are none.
+///
+/// "None" is what `waitpid` says (`ECHILD`), not an empty `children` list: that list can miss
+/// a child while the kernel changes the family (proc(5)), and a supervisor that ended while
+/// the step's shell was still dying let that shell's orphans go to init instead of to it.
 fn kill_all(step: libc::pid_t) {
-    // SAFETY: kill and waitpid with plain arguments; a stale pid at worst yields ESRCH.
+    // SAFETY: kill, waitpid and nanosleep with plain arguments; a stale pid at worst yields
+    // ESRCH.
     unsafe {
         libc::kill(-step, libc::SIGKILL);
         loop {
-            let kids = children();
-            if kids.is_empty() {
-                // Reap what is left without blocking; an empty list means no live child.
-                while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            // Each killed child's own children are adopted by us when it dies, and are listed
+            // (and killed) on a later round.
+            for k in children() {
+                libc::kill(-k, libc::SIGKILL);
+                libc::kill(k, libc::SIGKILL);
+            }
+            let r = libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG);
+            if r > 0 {
+                continue;
+            }
+            if r < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                // ECHILD: no child left, living or dead.
                 return;
             }
-            for k in &kids {
-                libc::kill(-*k, libc::SIGKILL);
-                libc::kill(*k, libc::SIGKILL);
-            }
-            // Each killed child's own children are adopted by us when it dies: wait for one,
-            // then look again.
-            libc::waitpid(-1, std::ptr::null_mut(), 0);
+            // Children live on (killed, not yet dead, or not listed yet): a moment for them.
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 2_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
         }
     }
 }
