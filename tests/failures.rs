@@ -336,10 +336,19 @@ fn killing_pybake_kills_every_process_of_an_unsandboxed_step() {
         let marker = tempfile::tempdir().unwrap();
         let started = marker.path().join("started");
         let p = process_tree_project(&tag, &started);
-        let mut child = supervised(p.cmd(&["realize", "--sandbox", "off", "tree"]), supervisor)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = supervised(p.cmd(&["realize", "--sandbox", "off", "tree"]), supervisor);
+        // pybake dies of these signals by their default action, but a signal ignored where the
+        // tests were started (`nohup`, or `&` without job control) stays ignored in pybake.
+        use std::os::unix::process::CommandExt;
+        unsafe {
+            cmd.pre_exec(|| {
+                for s in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM] {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
         let t = Instant::now();
         while !started.exists() {
             assert!(t.elapsed() < Duration::from_secs(30), "step never started");
@@ -347,7 +356,14 @@ fn killing_pybake_kills_every_process_of_an_unsandboxed_step() {
         }
         assert!(!processes_with(&tag).is_empty(), "the step's processes run");
         unsafe { libc::kill(child.id() as i32, sig) };
-        child.wait().unwrap();
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{supervisor:?} supervisor: pybake still runs 30 s after signal {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let left = wait_until_gone(&tag);
         assert!(
             left.is_empty(),
