@@ -1,10 +1,13 @@
-//! Running a step: inside bubblewrap when it works, directly (with a warning) when it does not.
+//! Running a step: in a sandbox when bubblewrap works, directly (with a warning) when it does
+//! not. The sandbox is laid out here, as bubblewrap's arguments; as root, build steps get the
+//! same layout from pybake itself ([`super::namespaces`], unless `PYBAKE_SANDBOX_IMPL` is
+//! `bubblewrap`), and `pybake shell` always gets bubblewrap.
 //!
 //! Inside the sandbox every build sees the same paths on every machine: the build directory at
 //! [`BUILD_DIR`], the store at [`CANONICAL_STORE`] holding only the dependency closure (read-only)
 //! and the output being built (writable); fresh `/dev`, `/proc` and `/tmp`, no network, a fixed
 //! host name, and every process killed when pybake dies. The rest of `/` is the recipe's root
-//! (a store path, read-only, each of its top-level entries bound into bubblewrap's empty `/`),
+//! (a store path, read-only, each of its top-level entries bound into the sandbox's empty `/`),
 //! or, for a host build, the host's `/usr` read-only with an `/etc` of pybake's making (a build
 //! user, `localhost`) plus the few host files a tool chain reads (see [`HOST_ETC`]).
 //!
